@@ -1,0 +1,1 @@
+"""The GPU stage: embedders behind one protocol, and the streaming runner."""

@@ -1,0 +1,1 @@
+"""Baselines that run beside the foundation models, fitted on the store's own data."""

@@ -1,0 +1,130 @@
+"""Fitting the baselines on stored data sets, streamed in fixed-size chunks.
+
+The fit reads data in chunks of a fixed size whatever chunk size the
+embedding run uses, and accumulates in float64, so the fitted genes and
+components (and hence every embedding) do not depend on how a run was chunked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scdrugmap.embed.baselines.expression import panel_matrix, transform
+from scdrugmap.errors import InputError
+from scdrugmap.store.dataset_zarr import DatasetReader
+
+FIT_CHUNK = 4096
+N_MEAN_BINS = 20
+
+
+@dataclass
+class FitSource:
+    dataset_id: str
+    reader: DatasetReader
+    value_type: str
+
+
+def _fit_rows(source: FitSource, max_cells: int | None, seed: int) -> np.ndarray | None:
+    """Rows of one data set used for the fit: all, or a seeded subset."""
+    n = source.reader.n_cells
+    if max_cells is None or n <= max_cells:
+        return None
+    rng = np.random.default_rng([seed, *source.dataset_id.encode()])
+    return np.sort(rng.choice(n, size=max_cells, replace=False))
+
+
+def _iter_values(
+    sources: Sequence[FitSource], panel: Sequence[str], max_cells: int | None, seed: int
+) -> Iterator[np.ndarray]:
+    """Transformed values of the fit cells on `panel`, as dense float64 chunks."""
+    per_dataset = None if max_cells is None else max(1, max_cells // len(sources))
+    for source in sources:
+        rows = _fit_rows(source, per_dataset, seed)
+        for start, stop, counts in source.reader.iter_chunks(FIT_CHUNK):
+            if rows is not None:
+                lo, hi = np.searchsorted(rows, [start, stop])
+                counts = counts[rows[lo:hi] - start]
+            if counts.shape[0]:
+                values = transform(counts, source.value_type)
+                yield panel_matrix(values, source.reader.gene_ids, panel).astype(np.float64)
+
+
+def union_genes(sources: Sequence[FitSource]) -> list[str]:
+    seen: dict[str, None] = {}
+    for source in sources:
+        seen.update(dict.fromkeys(source.reader.gene_ids))
+    return list(seen)
+
+
+def gene_moments(
+    sources: Sequence[FitSource], genes: Sequence[str], max_cells: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean and variance (ddof 0) of every gene over the fit cells."""
+    total = np.zeros(len(genes))
+    total_sq = np.zeros(len(genes))
+    n = 0
+    for chunk in _iter_values(sources, genes, max_cells, seed):
+        total += chunk.sum(axis=0)
+        total_sq += np.square(chunk).sum(axis=0)
+        n += chunk.shape[0]
+    if n == 0:
+        raise InputError("no cells to fit the baseline on; select data sets that hold cells")
+    mean = total / n
+    return mean, np.maximum(total_sq / n - mean**2, 0.0), n
+
+
+def select_variable_genes(
+    genes: Sequence[str], mean: np.ndarray, var: np.ndarray, n_top: int, value_type: str
+) -> list[str]:
+    """Top genes by dispersion normalised within mean bins (Seurat's rule).
+
+    Normalised (e.g. z-scored) values have no mean-variance relation to
+    correct for, so there genes are ranked by variance alone. Ties break by
+    gene identifier so the choice is deterministic.
+    """
+    genes = np.asarray(genes)
+    usable = var > 0
+    if value_type == "counts":
+        dispersion = np.log(np.divide(var, mean, out=np.ones_like(var), where=mean > 0))
+        edges = (
+            np.quantile(mean[usable], np.linspace(0, 1, N_MEAN_BINS + 1)) if usable.any() else []
+        )
+        bins = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, N_MEAN_BINS - 1)
+        score = np.zeros_like(var)
+        for b in np.unique(bins[usable]):
+            members = usable & (bins == b)
+            spread = dispersion[members].std()
+            centred = dispersion[members] - dispersion[members].mean()
+            score[members] = centred / spread if spread > 0 else 0.0
+    else:
+        score = var.copy()
+    candidates = np.flatnonzero(usable)
+    order = np.lexsort((genes[candidates], -score[candidates]))
+    return [str(g) for g in genes[candidates[order[:n_top]]]]
+
+
+def covariance(
+    sources: Sequence[FitSource], genes: Sequence[str], max_cells: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean and covariance (ddof 0) of the fit cells on `genes`, float64."""
+    total = np.zeros(len(genes))
+    cross = np.zeros((len(genes), len(genes)))
+    n = 0
+    for chunk in _iter_values(sources, genes, max_cells, seed):
+        total += chunk.sum(axis=0)
+        cross += chunk.T @ chunk
+        n += chunk.shape[0]
+    mean = total / n
+    return mean, cross / n - np.outer(mean, mean), n
+
+
+def principal_axes(cov: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Leading eigenvectors (rows) with a fixed sign: largest loading positive."""
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)
+    order = np.argsort(eigenvalues)[::-1][:n_components]
+    components = eigenvectors[:, order].T
+    signs = np.sign(components[np.arange(len(order)), np.abs(components).argmax(axis=1)])
+    return components * signs[:, None], eigenvalues[order]

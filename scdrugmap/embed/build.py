@@ -1,0 +1,54 @@
+"""Turning a model name and options into a ready embedder.
+
+Foundation models load from a checkpoint directory; the baselines are fitted
+on the store's own data the first time their key is used and loaded from that
+saved fit ever after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from scdrugmap.embed.baselines.fit import FitSource
+from scdrugmap.embed.protocol import Embedder
+from scdrugmap.embed.registry import get_model
+from scdrugmap.errors import InputError
+
+
+def build_embedder(
+    store,
+    model: str,
+    key: str,
+    dataset_ids: Sequence[str],
+    checkpoint: str | Path | None,
+    fit_on: str | Sequence[str] | None,
+    device: str,
+    options: dict,
+) -> Embedder:
+    spec = get_model(model)
+    embedder_class = spec.load_class()
+    if not spec.fitted_in_store:
+        if checkpoint is None:
+            files = ", ".join(spec.checkpoint_files)
+            raise InputError(f"{model} needs --checkpoint DIR (a directory holding {files})")
+        return embedder_class.load(Path(checkpoint), device=device)
+    fit_dir = store.fit_path(key)
+    if fit_dir.exists():
+        embedder = embedder_class.load(fit_dir)
+        fitted = embedder.settings["fit_datasets"]
+        if fit_on is not None and store.resolve_datasets(fit_on) != fitted:
+            raise InputError(
+                f"embedding {key!r} was fitted on {', '.join(fitted)}; a fit is never changed: "
+                "choose another --key for a new fit, or pass --replace"
+            )
+        return embedder
+    fit_ids = store.resolve_datasets(fit_on) if fit_on is not None else list(dataset_ids)
+    sources = [FitSource(d, store.reader(d), store.dataset(d)["value_type"]) for d in fit_ids]
+    value_types = {s.value_type for s in sources}
+    if len(value_types) > 1:
+        raise InputError(
+            f"cannot fit {model} on counts and normalised data sets together "
+            f"({', '.join(fit_ids)}); fit each kind under its own --key with --fit-on"
+        )
+    return embedder_class.fit(sources, fit_dir, **options)

@@ -1,0 +1,44 @@
+"""The contract every embedder (baseline or foundation model) keeps.
+
+The runner knows nothing about any model: it streams count chunks through
+`tokenize` and `embed` and writes what comes out, so adding a model never
+touches the runner, the store or the classifiers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from scipy import sparse
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+    dim: int
+    lora_targets: Sequence[str]
+    requires_counts: bool
+
+    @classmethod
+    def load(cls, checkpoint: Path, device: str = "cpu", dtype: str = "float32") -> Embedder:
+        """Load from the checkpoint directory in its authors' published layout."""
+        ...
+
+    def gene_vocabulary(self) -> set[str]:
+        """Gene identifiers the model knows, for per-cell coverage."""
+        ...
+
+    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> Any:
+        """Turn a chunk of cells (raw counts, cells x genes) into model input."""
+        ...
+
+    def embed(self, batch: Any) -> np.ndarray:
+        """(n_cells, dim) float32; a row depends only on its own cell."""
+        ...
+
+    def provenance(self) -> dict:
+        """`weights_sha256` and the `settings` that change the output."""
+        ...

@@ -1,0 +1,55 @@
+"""Model names to embedder classes, imported only when used.
+
+Importing a foundation model pulls in torch; listing models or running a CPU
+classifier must not, so the registry holds import paths, not classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from scdrugmap.errors import InputError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    target: str
+    description: str
+    checkpoint_files: tuple[str, ...]
+    fitted_in_store: bool
+
+    def load_class(self) -> type:
+        module_name, class_name = self.target.split(":")
+        return getattr(importlib.import_module(module_name), class_name)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "pca",
+            "scdrugmap.embed.baselines.pca:PCAEmbedder",
+            "baseline: log1p-CP10k, highly variable genes, scaled, PCA (50 components)",
+            (),
+            True,
+        ),
+        ModelSpec(
+            "hvg",
+            "scdrugmap.embed.baselines.hvg:HVGEmbedder",
+            "baseline: log1p-CP10k expression of the top highly variable genes (1,000)",
+            (),
+            True,
+        ),
+    )
+}
+
+
+def get_model(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise InputError(
+            f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}"
+        ) from None

@@ -1,0 +1,200 @@
+"""Streaming, resumable embedding of stored data sets into the store.
+
+Each data set is read and embedded one chunk of cells at a time, so memory
+depends on the chunk size and never on the data set's size. A chunk's rows are
+written before its `done` flag; a rerun with the same settings skips done
+chunks and redoes the rest, giving the same array as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from scdrugmap.embed.protocol import Embedder
+from scdrugmap.embed.provenance import canonical_json, package_versions, settings_hash, utc_now
+from scdrugmap.errors import InputError, StoreError
+from scdrugmap.progress import progress_bar
+from scdrugmap.store.catalog import connect
+from scdrugmap.store.dataset_zarr import DatasetReader
+from scdrugmap.store.embedding_array import EmbeddingArray
+
+DTYPES = ("float32", "float16")
+
+
+@dataclass
+class EmbedTarget:
+    dataset_id: str
+    reader: DatasetReader
+    value_type: str
+    path: Path
+
+
+@dataclass
+class EmbedSummary:
+    key: str
+    model: str
+    datasets: list[str] = field(default_factory=list)
+    cells_embedded: int = 0
+    chunks_written: int = 0
+    chunks_resumed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def cells_per_second(self) -> float:
+        return self.cells_embedded / self.seconds if self.seconds > 0 else float("nan")
+
+
+def coverage(counts: sparse.csr_matrix, known: np.ndarray) -> np.ndarray:
+    """Fraction of each cell's expressed genes that are in the model's vocabulary."""
+    expressed = np.diff(counts.indptr).astype(np.float32)
+    flags = (known[counts.indices] & (counts.data != 0)).astype(np.float32)
+    known_expressed = np.asarray(
+        sparse.csr_matrix((flags, counts.indices, counts.indptr), shape=counts.shape).sum(axis=1)
+    ).ravel()
+    return np.divide(known_expressed, expressed, out=np.zeros_like(expressed), where=expressed > 0)
+
+
+def _check_compatible(embedder: Embedder, target: EmbedTarget) -> None:
+    if embedder.requires_counts and target.value_type != "counts":
+        raise InputError(
+            f"data set {target.dataset_id!r} holds normalised values; {embedder.name} needs raw "
+            "counts: ingest the raw counts, or use the pca/hvg baselines"
+        )
+    wanted = getattr(embedder, "value_type", None)
+    if wanted is not None and wanted != target.value_type:
+        raise InputError(
+            f"data set {target.dataset_id!r} holds {target.value_type} values but this "
+            f"{embedder.name} fit was made on {wanted} values: embed it under another --key"
+        )
+
+
+def _open_or_create(
+    embedder: Embedder, key: str, target: EmbedTarget, chunk_size: int, dtype: str
+) -> EmbeddingArray:
+    provenance = embedder.provenance()
+    digest = settings_hash(embedder.name, provenance)
+    if target.path.exists():
+        array = EmbeddingArray(target.path)
+        stored = array.attrs.get("settings_hash")
+        if stored == digest and array.attrs.get("dtype") == dtype:
+            return array
+        raise StoreError(
+            f"embedding {key!r} of {target.dataset_id!r} exists with other settings "
+            f"({stored} != {digest}); choose another --key or pass --replace"
+        )
+    attrs = {
+        "key": key,
+        "model": embedder.name,
+        "dataset_id": target.dataset_id,
+        "dim": int(embedder.dim),
+        "dtype": dtype,
+        "weights_sha256": provenance.get("weights_sha256"),
+        "settings": provenance.get("settings", {}),
+        "settings_hash": digest,
+        "versions": package_versions(),
+        "created_at": utc_now().isoformat(),
+    }
+    staging = target.path.with_name(f".creating-{target.path.name}")
+    shutil.rmtree(staging, ignore_errors=True)
+    EmbeddingArray.create(
+        staging,
+        n_cells=target.reader.n_cells,
+        dim=int(embedder.dim),
+        chunk_size=chunk_size,
+        dtype=dtype,
+        attrs=attrs,
+    )
+    os.replace(staging, target.path)
+    return EmbeddingArray(target.path)
+
+
+def _record(catalog: Path, array: EmbeddingArray, dataset_id: str) -> None:
+    """Mirror an array's state into the catalog (idempotent upsert)."""
+    attrs = array.attrs
+    done = array.done_chunks()
+    complete = bool(done.all())
+    row = pd.DataFrame(
+        [
+            {
+                "key": attrs["key"],
+                "dataset_id": dataset_id,
+                "model": attrs["model"],
+                "dim": attrs["dim"],
+                "dtype": attrs["dtype"],
+                "n_cells": array.shape[0],
+                "chunk_size": array.chunk_size,
+                "n_chunks": array.n_chunks,
+                "chunks_done": int(done.sum()),
+                "complete": complete,
+                "weights_sha256": attrs.get("weights_sha256"),
+                "settings_hash": attrs["settings_hash"],
+                "settings": canonical_json(attrs.get("settings", {})),
+                "versions": canonical_json(attrs.get("versions", {})),
+                "mean_coverage": float(np.mean(array.read_coverage())) if complete else None,
+                "created_at": pd.Timestamp(attrs["created_at"]),
+                "completed_at": utc_now() if complete else None,
+            }
+        ]
+    )
+    with connect(catalog, write=True) as con:
+        con.register("incoming", row)
+        con.execute(
+            "DELETE FROM embeddings WHERE key = ? AND dataset_id = ?", [attrs["key"], dataset_id]
+        )
+        con.execute("INSERT INTO embeddings BY NAME SELECT * FROM incoming")
+
+
+def _cells_in(array: EmbeddingArray, chunks: np.ndarray) -> int:
+    return sum(array.chunk_bounds(int(c))[1] - array.chunk_bounds(int(c))[0] for c in chunks)
+
+
+def run_embedding(
+    embedder: Embedder,
+    key: str,
+    targets: Sequence[EmbedTarget],
+    catalog: Path,
+    *,
+    chunk_size: int = 10_000,
+    dtype: str = "float32",
+    show_progress: bool = False,
+) -> EmbedSummary:
+    if dtype not in DTYPES:
+        raise InputError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if chunk_size < 1:
+        raise InputError(f"--chunk-size must be at least 1, not {chunk_size}")
+    for target in targets:
+        _check_compatible(embedder, target)
+    summary = EmbedSummary(key=key, model=embedder.name)
+    started = time.perf_counter()
+    arrays = [_open_or_create(embedder, key, t, chunk_size, dtype) for t in targets]
+    for target, array in zip(targets, arrays):
+        _record(catalog, array, target.dataset_id)
+    vocabulary = embedder.gene_vocabulary()
+    todo = [(t, a, np.flatnonzero(~a.done_chunks())) for t, a in zip(targets, arrays)]
+    total = sum(_cells_in(array, chunks) for _, array, chunks in todo)
+    with progress_bar(show_progress, total, f"embedding with {embedder.name}") as advance:
+        for target, array, chunks in todo:
+            summary.datasets.append(target.dataset_id)
+            summary.chunks_resumed += array.n_chunks - len(chunks)
+            genes = target.reader.gene_ids
+            known = np.fromiter((g in vocabulary for g in genes), dtype=bool, count=len(genes))
+            for chunk in chunks:
+                start, stop = array.chunk_bounds(int(chunk))
+                counts = target.reader.read_rows(start, stop)
+                values = embedder.embed(embedder.tokenize(counts, genes))
+                array.write_chunk(int(chunk), values, coverage(counts, known))
+                summary.cells_embedded += stop - start
+                summary.chunks_written += 1
+                advance(stop - start)
+            _record(catalog, array, target.dataset_id)
+    summary.seconds = time.perf_counter() - started
+    return summary

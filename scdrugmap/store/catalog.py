@@ -1,0 +1,159 @@
+"""The DuckDB catalog: schema and connections.
+
+DuckDB admits one writing process per file, and a reader cannot attach while a
+writer holds the file. Every operation therefore opens the catalog for as short
+a time as it can and retries briefly when another scdrugmap process holds the
+lock, so a long `embed` never blocks a `sql` from another terminal for long.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from scdrugmap.errors import StoreError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    dataset_id VARCHAR PRIMARY KEY,
+    n_cells BIGINT NOT NULL,
+    n_genes BIGINT NOT NULL,
+    n_samples BIGINT NOT NULL,
+    n_sensitive BIGINT NOT NULL,
+    n_resistant BIGINT NOT NULL,
+    n_unknown BIGINT NOT NULL,
+    drug VARCHAR,
+    cancer_type VARCHAR,
+    tissue VARCHAR,
+    therapy VARCHAR,
+    regimen VARCHAR,
+    species VARCHAR,
+    value_type VARCHAR NOT NULL,
+    gene_id_type VARCHAR,
+    gene_id_counts MAP(VARCHAR, BIGINT),
+    meta MAP(VARCHAR, VARCHAR),
+    source_files VARCHAR[],
+    barcode_prefixed BOOLEAN,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    dataset_id VARCHAR NOT NULL,
+    cell_index BIGINT NOT NULL,
+    barcode VARCHAR NOT NULL,
+    sample VARCHAR NOT NULL,
+    label VARCHAR NOT NULL,
+    n_counts DOUBLE,
+    n_genes BIGINT,
+    source_file VARCHAR
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    key VARCHAR NOT NULL,
+    dataset_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    dim BIGINT NOT NULL,
+    dtype VARCHAR NOT NULL,
+    n_cells BIGINT NOT NULL,
+    chunk_size BIGINT NOT NULL,
+    n_chunks BIGINT NOT NULL,
+    chunks_done BIGINT NOT NULL,
+    complete BOOLEAN NOT NULL,
+    weights_sha256 VARCHAR,
+    settings_hash VARCHAR NOT NULL,
+    settings VARCHAR NOT NULL,
+    versions VARCHAR NOT NULL,
+    mean_coverage DOUBLE,
+    created_at TIMESTAMP NOT NULL,
+    completed_at TIMESTAMP,
+    PRIMARY KEY (key, dataset_id)
+);
+CREATE TABLE IF NOT EXISTS splits (
+    split_id VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    n_folds BIGINT NOT NULL,
+    n_cells BIGINT NOT NULL,
+    cell_level BOOLEAN NOT NULL,
+    note VARCHAR,
+    params VARCHAR NOT NULL,
+    selection VARCHAR,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    embedding VARCHAR NOT NULL,
+    classifier VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    split_id VARCHAR NOT NULL,
+    selection VARCHAR,
+    seed BIGINT NOT NULL,
+    params VARCHAR NOT NULL,
+    n_cells BIGINT NOT NULL,
+    n_folds BIGINT NOT NULL,
+    cell_level BOOLEAN NOT NULL,
+    note VARCHAR,
+    seconds DOUBLE,
+    versions VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id VARCHAR NOT NULL,
+    fold BIGINT NOT NULL,
+    fold_name VARCHAR NOT NULL,
+    scope VARCHAR NOT NULL,
+    dataset_id VARCHAR,
+    metric VARCHAR NOT NULL,
+    value DOUBLE,
+    reason VARCHAR,
+    n_train BIGINT NOT NULL,
+    n_test BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id VARCHAR NOT NULL,
+    fold BIGINT NOT NULL,
+    dataset_id VARCHAR NOT NULL,
+    cell_index BIGINT NOT NULL,
+    label TINYINT,
+    prob_sensitive FLOAT NOT NULL,
+    predicted TINYINT NOT NULL
+);
+CREATE OR REPLACE VIEW cell_meta AS
+    SELECT c.*, d.drug, d.cancer_type, d.tissue, d.therapy, d.regimen, d.species,
+           d.value_type, d.meta
+    FROM cells c JOIN datasets d USING (dataset_id);
+"""
+
+_LOCK_RETRY_SECONDS = 30.0
+
+
+def _is_lock_error(error: duckdb.Error) -> bool:
+    text = str(error)
+    return "lock" in text.lower() or "Conflicting lock" in text
+
+
+@contextmanager
+def connect(path: Path, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the catalog, retrying while another process holds its lock."""
+    if not write and not path.exists():
+        raise StoreError(f"{path.parent}: no scdrugmap store here; ingest a data set first")
+    deadline = time.monotonic() + _LOCK_RETRY_SECONDS
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=not write)
+            break
+        except duckdb.IOException as error:
+            if not _is_lock_error(error) or time.monotonic() > deadline:
+                raise StoreError(
+                    f"{path}: the catalog is locked by another process ({error}); "
+                    "wait for it to finish"
+                ) from error
+            time.sleep(0.1)
+    try:
+        if write:
+            con.execute(SCHEMA)
+        yield con
+    finally:
+        con.close()

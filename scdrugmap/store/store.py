@@ -1,0 +1,366 @@
+"""`Store`: the Python API over one store directory; the CLI only wraps it.
+
+from scdrugmap import Store
+from scdrugmap.data.prepare import IngestOptions
+
+store = Store("my-store")
+store.ingest(["control.txt.gz", "erlotinib.txt.gz"],
+             IngestOptions("pc9", samples=["control", "erlotinib"],
+                           labels=["sensitive", "resistant"], drug="erlotinib"))
+store.embed("pca")
+run = store.evaluate("pca", "lightgbm", "pooled")
+store.results()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scdrugmap.errors import InputError, StoreError
+from scdrugmap.store.catalog import connect
+from scdrugmap.store.dataset_zarr import DatasetReader
+from scdrugmap.store.embedding_array import EmbeddingArray
+from scdrugmap.store.sql import check_read_only, run_query
+
+DEFAULT_STORE = "scdrugmap-store"
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def default_store_path() -> Path:
+    return Path(os.environ.get("SCDRUGMAP_STORE") or DEFAULT_STORE)
+
+
+def check_key(key: str, what: str = "embedding key") -> str:
+    if not KEY_PATTERN.match(key):
+        raise InputError(
+            f"{what} {key!r} is not allowed; use letters, digits, '_', '-' or '.' "
+            "(at most 64, starting with a letter or digit)"
+        )
+    return key
+
+
+class Store:
+    """A directory holding `catalog.duckdb`, `datasets/*.zarr`, `embeddings/`, `fits/`."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.path / "catalog.duckdb"
+
+    def exists(self) -> bool:
+        return self.catalog_path.exists()
+
+    def _require(self) -> None:
+        if not self.exists():
+            raise StoreError(
+                f"{self.path}: no scdrugmap store here; run `scdrugmap --store {self.path} "
+                "ingest ...` first, or point --store / $SCDRUGMAP_STORE at one"
+            )
+
+    def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
+        """A trusted internal query (parameters bound), on a read-only connection."""
+        self._require()
+        with connect(self.catalog_path) as con:
+            return con.execute(sql, params or []).df()
+
+    # data sets ---------------------------------------------------------------
+
+    def ingest(self, files: Sequence[str | os.PathLike], options, *, replace: bool = False) -> dict:
+        """Read, validate and add one data set built from `files` (all or nothing)."""
+        from scdrugmap.data.prepare import prepare_dataset
+        from scdrugmap.store.ingest import add_dataset
+
+        prepared = prepare_dataset([Path(f) for f in files], options)
+        add_dataset(self.path, prepared, replace=replace)
+        return self.dataset(prepared.dataset_id)
+
+    def add_prepared(self, prepared, *, replace: bool = False) -> dict:
+        from scdrugmap.store.ingest import add_dataset
+
+        add_dataset(self.path, prepared, replace=replace)
+        return self.dataset(prepared.dataset_id)
+
+    def datasets(self) -> pd.DataFrame:
+        if not self.exists():
+            return pd.DataFrame()
+        return self.query("SELECT * FROM datasets ORDER BY dataset_id")
+
+    def dataset_ids(self) -> list[str]:
+        frame = self.datasets()
+        return [] if frame.empty else frame["dataset_id"].tolist()
+
+    def dataset(self, dataset_id: str) -> dict:
+        frame = self.query("SELECT * FROM datasets WHERE dataset_id = ?", [dataset_id])
+        if frame.empty:
+            known = ", ".join(self.dataset_ids()) or "none"
+            raise InputError(f"no data set {dataset_id!r} in {self.path} (data sets: {known})")
+        return frame.iloc[0].to_dict()
+
+    def reader(self, dataset_id: str) -> DatasetReader:
+        self.dataset(dataset_id)
+        return DatasetReader(self.path / "datasets" / f"{dataset_id}.zarr")
+
+    def resolve_datasets(self, datasets: str | Sequence[str] | None) -> list[str]:
+        """'all', None, a comma-separated string or a list, checked against the store."""
+        self._require()
+        known = self.dataset_ids()
+        if datasets is None or datasets == "all":
+            chosen = known
+        elif isinstance(datasets, str):
+            chosen = [d.strip() for d in datasets.split(",") if d.strip()]
+        else:
+            chosen = list(datasets)
+        missing = [d for d in chosen if d not in known]
+        if missing:
+            raise InputError(
+                f"unknown data set(s): {', '.join(missing)}; the store holds: "
+                f"{', '.join(known) or 'none'}"
+            )
+        if not chosen:
+            raise InputError(f"{self.path}: no data sets to work on; ingest one first")
+        return chosen
+
+    # embeddings --------------------------------------------------------------
+
+    def embedding_path(self, key: str, dataset_id: str) -> Path:
+        return self.path / "embeddings" / key / f"{dataset_id}.zarr"
+
+    def fit_path(self, key: str) -> Path:
+        return self.path / "fits" / key
+
+    def embed(
+        self,
+        model: str,
+        datasets: str | Sequence[str] | None = "all",
+        *,
+        key: str | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        fit_on: str | Sequence[str] | None = None,
+        chunk_size: int = 10_000,
+        dtype: str = "float32",
+        replace: bool = False,
+        show_progress: bool = False,
+        device: str = "cpu",
+        **model_options,
+    ):
+        """Embed data sets with a model into `embeddings/<key>/`; resumes unfinished runs."""
+        from scdrugmap.embed.build import build_embedder
+        from scdrugmap.embed.runner import EmbedTarget, run_embedding
+
+        key = check_key(key or model)
+        dataset_ids = self.resolve_datasets(datasets)
+        if replace:
+            self.drop_embedding(key)
+        embedder = build_embedder(
+            self, model, key, dataset_ids, checkpoint, fit_on, device, model_options
+        )
+        info = {d: self.dataset(d) for d in dataset_ids}
+        targets = [
+            EmbedTarget(d, self.reader(d), info[d]["value_type"], self.embedding_path(key, d))
+            for d in dataset_ids
+        ]
+        self.embedding_path(key, dataset_ids[0]).parent.mkdir(parents=True, exist_ok=True)
+        return run_embedding(
+            embedder,
+            key,
+            targets,
+            self.catalog_path,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            show_progress=show_progress,
+        )
+
+    def drop_embedding(self, key: str) -> None:
+        if self.exists():
+            with connect(self.catalog_path, write=True) as con:
+                con.execute("DELETE FROM embeddings WHERE key = ?", [key])
+        shutil.rmtree(self.path / "embeddings" / key, ignore_errors=True)
+        shutil.rmtree(self.fit_path(key), ignore_errors=True)
+
+    def embeddings(self) -> pd.DataFrame:
+        """Stored embeddings with provenance; completeness read live from the arrays."""
+        if not self.exists():
+            return pd.DataFrame()
+        frame = self.query("SELECT * FROM embeddings ORDER BY key, dataset_id")
+        if frame.empty:
+            return frame
+        done = []
+        for key, dataset_id in zip(frame["key"], frame["dataset_id"]):
+            path = self.embedding_path(key, dataset_id)
+            done.append(int(EmbeddingArray(path).done_chunks().sum()) if path.exists() else 0)
+        frame["chunks_done"] = done
+        frame["complete"] = frame["chunks_done"] == frame["n_chunks"]
+        return frame
+
+    def embedding_array(self, key: str, dataset_id: str) -> EmbeddingArray:
+        path = self.embedding_path(key, dataset_id)
+        if not path.exists():
+            raise StoreError(
+                f"no embedding {key!r} for data set {dataset_id!r}; run "
+                f"`scdrugmap embed --key {key} --datasets {dataset_id} ...` first"
+            )
+        array = EmbeddingArray(path)
+        done = array.done_chunks()
+        if not done.all():
+            raise StoreError(
+                f"embedding {key!r} of {dataset_id!r} is incomplete ({int(done.sum())}/"
+                f"{array.n_chunks} chunks); rerun embed to finish it"
+            )
+        return array
+
+    def load_embedding(self, key: str, cells: pd.DataFrame) -> np.ndarray:
+        """Embedding rows for `cells` (columns dataset_id, cell_index), in their order."""
+        cells = cells.reset_index(drop=True)
+        out = None
+        for dataset_id, group in cells.groupby("dataset_id", sort=False):
+            array = self.embedding_array(key, str(dataset_id))
+            rows = group["cell_index"].to_numpy(dtype=np.int64)
+            order = np.argsort(rows, kind="stable")
+            values = array.read_rows(rows[order])
+            if out is None:
+                out = np.empty((len(cells), values.shape[1]), dtype=np.float32)
+            out[group.index.to_numpy()[order]] = values
+        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+    # selections and SQL -------------------------------------------------------
+
+    def cells(self, where: str | None = None, *, labelled: bool = True) -> pd.DataFrame:
+        """Cells (with data-set metadata) matching a SQL condition, in store order."""
+        self._require()
+        conditions = ["label <> 'unknown'"] if labelled else []
+        if where:
+            check_read_only(f"SELECT * FROM cell_meta WHERE {where}")
+            conditions.append(f"({where})")
+        clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        return run_query(
+            self.catalog_path,
+            "SELECT dataset_id, cell_index, barcode, sample, label FROM cell_meta "
+            f"{clause} ORDER BY dataset_id, cell_index",
+        )
+
+    def sql(self, query: str, limit: int | None = None) -> pd.DataFrame:
+        """Run a read-only query; statements that write are refused."""
+        self._require()
+        return run_query(self.catalog_path, query, limit)
+
+    # evaluation ---------------------------------------------------------------
+
+    def evaluate(
+        self,
+        embedding: str,
+        classifier: str,
+        split: str,
+        *,
+        where: str | None = None,
+        n_folds: int = 5,
+        shots: int = 5,
+        seed: int = 0,
+        show_progress: bool = False,
+    ):
+        """Cross-validate a classifier on a stored embedding; results go to the catalog."""
+        from scdrugmap.classify.evaluate import evaluate
+
+        self._require()
+        return evaluate(
+            self,
+            embedding,
+            classifier,
+            split,
+            where=where,
+            n_folds=n_folds,
+            shots=shots,
+            seed=seed,
+            show_progress=show_progress,
+        )
+
+    def results(self, *, latest: bool = True) -> pd.DataFrame:
+        """Per-fold metrics in long form, with each run's embedding, classifier and split.
+
+        `latest` keeps only the newest run of each (embedding, classifier,
+        split, selection), so a rerun replaces rather than doubles a row.
+        """
+        if not self.exists():
+            return pd.DataFrame()
+        newest = (
+            "WHERE r.run_id IN (SELECT arg_max(run_id, created_at) FROM runs "
+            "GROUP BY embedding, classifier, split, coalesce(selection, ''))"
+            if latest
+            else ""
+        )
+        return self.query(
+            "SELECT r.*, u.embedding, u.classifier, u.split, u.selection, u.cell_level, "
+            "u.note, u.created_at FROM results r JOIN runs u USING (run_id) "
+            f"{newest} "
+            "ORDER BY u.embedding, u.classifier, u.split, r.fold, r.scope, r.dataset_id, r.metric"
+        )
+
+    def runs(self) -> pd.DataFrame:
+        if not self.exists():
+            return pd.DataFrame()
+        return self.query("SELECT * FROM runs ORDER BY created_at")
+
+    # output -------------------------------------------------------------------
+
+    def export(self, embedding: str, dataset_id: str, out: str | os.PathLike) -> Path:
+        """Write an .h5ad: counts in X, cell metadata in obs, the embedding in obsm."""
+        import anndata as ad
+
+        reader = self.reader(dataset_id)
+        array = self.embedding_array(embedding, dataset_id)
+        obs = reader.read_obs()
+        catalog_cells = self.query(
+            "SELECT barcode, sample, label, n_counts, n_genes FROM cells "
+            "WHERE dataset_id = ? ORDER BY cell_index",
+            [dataset_id],
+        )
+        obs.index = pd.Index(catalog_cells["barcode"].astype(str), name=None)
+        obs["dataset_id"] = dataset_id
+        obs[f"coverage_{embedding}"] = array.read_coverage()
+        adata = ad.AnnData(
+            X=reader.read_rows(0, reader.n_cells),
+            obs=obs,
+            var=reader.var,
+            obsm={f"X_{embedding}": array.read_all().astype(np.float32)},
+            uns={"scdrugmap": {"embedding": embedding, **_plain(array.attrs)}},
+        )
+        out = Path(out)
+        if out.suffix != ".h5ad":
+            raise InputError(f"{out}: export writes .h5ad files; give a path ending in .h5ad")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        adata.write_h5ad(out)
+        return out
+
+    def report(self, out_dir: str | os.PathLike) -> Path:
+        """An HTML report (with figures) of the latest results."""
+        from scdrugmap.report.html import write_report
+
+        results = self.results()
+        if results.empty:
+            raise StoreError(f"{self.path}: no results yet; run `scdrugmap evaluate` first")
+        runs = self.runs()
+        notes = sorted(
+            {
+                f"{r.embedding} × {r.classifier} × {r.split}: {r.note}"
+                for r in runs.itertuples()
+                if r.run_id in set(results["run_id"]) and isinstance(r.note, str) and r.note
+            }
+        )
+        return write_report(results, Path(out_dir), notes=notes)
+
+
+def _plain(attrs: dict) -> dict:
+    """Provenance attributes as strings and numbers that h5ad can hold."""
+    return {k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in attrs.items()}
