@@ -1,0 +1,243 @@
+"""A results report a collaborator can open without installing anything.
+
+One static page (inline CSS, no scripts, no external assets) with the figures
+as files beside it, plus the same tables as Markdown for pasting into notes or
+a pull request. Every string that came from the results (embedding names,
+reasons, notes) is escaped, because model and data-set names are user input.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from scdrugmap.report.tables import (
+    DEFAULT_METRICS,
+    METRIC_LABELS,
+    summarise,
+    table_from_summary,
+)
+
+__all__ = ["write_report"]
+
+_HEADERS = {"embedding": "embedding", "classifier": "classifier", "split": "split",
+            "dataset_id": "data set", "folds": "folds", "notes": "undefined metrics"}  # fmt: skip
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 78rem; padding: 0 1rem; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; }
+h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+.meta { color: #666; font-size: 0.9rem; }
+table { border-collapse: collapse; font-size: 0.88rem; margin: 0.6rem 0; }
+th, td { padding: 0.3rem 0.6rem; border-bottom: 1px solid #e4e4e4; text-align: left; }
+th { background: #f4f4f4; }
+td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.best { font-weight: 700; }
+td.notes { color: #8a5300; font-size: 0.82rem; }
+caption { caption-side: bottom; text-align: left; color: #666; font-size: 0.82rem; }
+figure { margin: 1rem 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #666; font-size: 0.85rem; }
+ul.notes li { margin: 0.2rem 0; }
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None or value is pd.NA else str(value), quote=True)
+
+
+def _best_cells(summary: pd.DataFrame, metrics: Sequence[str]) -> set[tuple[object, str]]:
+    """(row index, metric) of the highest mean per split (and data set): all metrics rise."""
+    groups = ["split", "dataset_id"] if "dataset_id" in summary.columns else ["split"]
+    best = set()
+    for metric in metrics:
+        column = f"{metric}_mean"
+        if column not in summary.columns:
+            continue
+        for _, group in summary.groupby(groups, dropna=False):
+            values = group[column]
+            if len(group) > 1 and values.notna().any():
+                best.update((i, metric) for i in values.index[values == values.max()])
+    return best
+
+
+def _html_table(summary: pd.DataFrame, metrics: Sequence[str], caption: str) -> str:
+    table = table_from_summary(summary, metrics)
+    best = _best_cells(summary, metrics)
+    head = "".join(f"<th>{_e(_HEADERS.get(c, METRIC_LABELS.get(c, c)))}</th>" for c in table)
+    body = []
+    for index, row in table.iterrows():
+        cells = []
+        for column, value in row.items():
+            if column in metrics:
+                kind = "num best" if (index, column) in best else "num"
+            else:
+                kind = "notes" if column == "notes" else ""
+            cells.append(
+                f'<td class="{kind}">{_e(value)}</td>' if kind else f"<td>{_e(value)}</td>"
+            )
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f"<table>\n<caption>{_e(caption)}</caption>\n<thead><tr>{head}</tr></thead>\n"
+        f"<tbody>\n{chr(10).join(body)}\n</tbody>\n</table>"
+    )
+
+
+def _nan_reasons(results: pd.DataFrame) -> pd.DataFrame:
+    """Each distinct reason for an undefined metric, with how often and how widely it struck."""
+    values = pd.to_numeric(results["value"], errors="coerce")
+    missing = results.loc[values.isna()]
+    if missing.empty:
+        return pd.DataFrame(columns=["scope", "metric", "reason", "results", "configurations"])
+    missing = missing.assign(
+        reason=missing["reason"].where(missing["reason"].notna(), "no reason given"),
+        configuration=missing["embedding"].astype(str)
+        + "\0"
+        + missing["classifier"].astype(str)
+        + "\0"
+        + missing["split"].astype(str),
+    )
+    return (
+        missing.groupby(["scope", "metric", "reason"])
+        .agg(results=("value", "size"), configurations=("configuration", "nunique"))
+        .reset_index()
+        .sort_values(["scope", "results"], ascending=[False, False], kind="stable")
+    )
+
+
+def _figures(results: pd.DataFrame, pooled: pd.DataFrame, out_dir: Path) -> list[tuple[str, str]]:
+    from scdrugmap.report.figures import plot_f1_bars, plot_metric_heatmap
+
+    figures = []
+    if "f1_sensitive_mean" in pooled.columns:
+        png = plot_f1_bars(pooled, out_dir / "f1_sensitive_bars.png")
+        figures.append((png.name, "F1 of the sensitive class, pooled over data sets."))
+    heatmap = plot_metric_heatmap(results, out_dir / "f1_sensitive_by_dataset.png")
+    if heatmap is not None:
+        figures.append((heatmap.name, "F1 of the sensitive class within each data set."))
+    return figures
+
+
+def _markdown_table(table: pd.DataFrame) -> str:
+    def cell(value: object) -> str:
+        text = html.escape("" if value is None else str(value), quote=False)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    header = [_HEADERS.get(c, METRIC_LABELS.get(c, c)) for c in table.columns]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
+    return "\n".join(lines)
+
+
+def _markdown(
+    title: str,
+    stamp: str,
+    notes: Sequence[str],
+    tables: Sequence[tuple[str, pd.DataFrame]],
+) -> str:
+    parts = [f"# {html.escape(title, quote=False)}", "", stamp, ""]
+    if notes:
+        parts += ["## Notes", "", *(f"- {html.escape(n, quote=False)}" for n in notes), ""]
+    for heading, table in tables:
+        parts += [f"## {heading}", "", "Mean ± s.e.m. over folds.", "", _markdown_table(table), ""]
+    return "\n".join(parts)
+
+
+def write_report(
+    results: pd.DataFrame,
+    out_dir: Path,
+    *,
+    title: str = "scdrugmap results",
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write `index.html`, `results.md` and the figures into `out_dir`; return the HTML path.
+
+    `notes` are caveats the caller knows and the results table does not (for
+    example a split that fell back to cell-level folds); they are shown first.
+    """
+    from scdrugmap import __version__
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = DEFAULT_METRICS
+    pooled = summarise(results, "pooled")
+    per_dataset = summarise(results, "dataset")
+    figures = (
+        _figures(results, pooled, out_dir) if not pooled.empty or not per_dataset.empty else []
+    )
+    reasons = _nan_reasons(results)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    n_runs = results["run_id"].nunique() if "run_id" in results.columns else 0
+    stamp = (
+        f"Generated {now} by scdrugmap {__version__} from {len(results)} result rows"
+        f" ({n_runs} runs)."
+    )
+
+    sections = [f"<h1>{_e(title)}</h1>", f'<p class="meta">{_e(stamp)}</p>']
+    if notes:
+        items = "".join(f"<li>{_e(n)}</li>" for n in notes)
+        sections.append(f'<h2>Notes</h2>\n<ul class="notes">{items}</ul>')
+    sections.append("<h2>Results, pooled over data sets</h2>")
+    if pooled.empty:
+        sections.append("<p>No pooled results.</p>")
+    else:
+        sections.append(
+            _html_table(
+                pooled,
+                metrics,
+                "Mean ± s.e.m. over folds (s.e.m. omitted below two defined folds; n/a: "
+                "undefined in every fold). Bold: best mean within a split.",
+            )
+        )
+    for name, caption in figures:
+        svg = Path(name).with_suffix(".svg").name
+        sections.append(
+            f'<figure><img src="{_e(name)}" alt="{_e(caption)}">'
+            f'<figcaption>{_e(caption)} <a href="{_e(svg)}">SVG</a></figcaption></figure>'
+        )
+    if not per_dataset.empty:
+        sections.append(
+            "<h2>Results per data set</h2>\n<details><summary>Show the table</summary>\n"
+            + _html_table(
+                per_dataset,
+                metrics,
+                "Mean ± s.e.m. over folds of the test cells of each data set. "
+                "Bold: best mean within a split and data set.",
+            )
+            + "\n</details>"
+        )
+    sections.append("<h2>Undefined metrics</h2>")
+    if reasons.empty:
+        sections.append("<p>Every metric was defined in every fold.</p>")
+    else:
+        head = "".join(f"<th>{_e(c)}</th>" for c in reasons.columns)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>"
+            for row in reasons.itertuples(False)
+        )
+        sections.append(
+            "<p>Metrics that are undefined for a fold are NaN, never 0, and are left out "
+            "of the means.</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        )
+
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(sections)
+        + "\n</body>\n</html>\n"
+    )
+    index = out_dir / "index.html"
+    index.write_text(page, encoding="utf-8")
+    tables = [("Results, pooled over data sets", table_from_summary(pooled, metrics))]
+    if not per_dataset.empty:
+        tables.append(("Results per data set", table_from_summary(per_dataset, metrics)))
+    (out_dir / "results.md").write_text(_markdown(title, stamp, notes, tables), encoding="utf-8")
+    return index

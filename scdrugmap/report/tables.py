@@ -1,0 +1,175 @@
+"""Fold-level results condensed into mean ± s.e.m. tables.
+
+The results table holds one row per fold and metric; readers need one row per
+configuration (embedding, classifier, split). An undefined metric is NaN with a
+reason, so the summaries ignore NaN folds but never hide them: how many folds
+went into a mean and why the others are missing travel with the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "METRICS",
+    "METRIC_LABELS",
+    "format_mean_sem",
+    "results_table",
+    "summarise",
+    "table_from_summary",
+]
+
+METRICS = (
+    "f1_sensitive",
+    "f1_macro",
+    "auroc",
+    "auprc",
+    "precision",
+    "recall",
+    "balanced_accuracy",
+    "accuracy",
+)
+DEFAULT_METRICS = ("f1_sensitive", "f1_macro", "auroc", "auprc", "balanced_accuracy")
+METRIC_LABELS = {
+    "f1_sensitive": "F1 (sensitive)",
+    "f1_macro": "F1 (macro)",
+    "auroc": "AUROC",
+    "auprc": "AUPRC",
+    "precision": "precision",
+    "recall": "recall",
+    "balanced_accuracy": "balanced accuracy",
+    "accuracy": "accuracy",
+}
+CONFIG = ("embedding", "classifier", "split")
+SCOPES = ("pooled", "dataset")
+_REQUIRED = (*CONFIG, "fold", "scope", "dataset_id", "metric", "value", "reason")
+
+
+def _keys(scope: str) -> list[str]:
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    return [*CONFIG, "dataset_id"] if scope == "dataset" else list(CONFIG)
+
+
+def _metric_order(names: Iterable[str]) -> list[str]:
+    present = set(names)
+    return [m for m in METRICS if m in present] + sorted(present - set(METRICS))
+
+
+def _fold_columns(results: pd.DataFrame) -> list[str]:
+    # Two runs of one configuration are different folds, not the same fold twice.
+    return ["run_id", "fold"] if "run_id" in results.columns else ["fold"]
+
+
+def _scope_rows(results: pd.DataFrame, scope: str) -> pd.DataFrame:
+    missing = [c for c in _REQUIRED if c not in results.columns]
+    if missing:
+        raise ValueError(f"results table lacks column(s) {', '.join(missing)}")
+    rows = results.loc[results["scope"] == scope].copy()
+    rows["value"] = pd.to_numeric(rows["value"], errors="coerce").astype(float)
+    return rows
+
+
+def _notes(
+    nan_rows: pd.DataFrame, keys: list[str], folds: list[str], n_folds: pd.Series
+) -> pd.Series:
+    """'auroc: only one class in test fold (2 of 5 folds)' per metric and reason, joined."""
+    if nan_rows.empty:
+        return pd.Series("", index=n_folds.index, dtype=object)
+    nan_rows = nan_rows.assign(
+        reason=nan_rows["reason"].where(nan_rows["reason"].notna(), "no reason given")
+    )
+    counts = (
+        nan_rows.drop_duplicates([*keys, "metric", "reason", *folds])
+        .groupby([*keys, "metric", "reason"], dropna=False)
+        .size()
+    )
+    order = {m: i for i, m in enumerate(_metric_order(counts.index.get_level_values("metric")))}
+    notes: dict[tuple, list[tuple[int, str]]] = {}
+    for (*key, metric, reason), count in counts.items():
+        total = n_folds.loc[tuple(key)]
+        text = f"{metric}: {reason} ({count} of {total} folds)"
+        notes.setdefault(tuple(key), []).append((order[metric], text))
+    return pd.Series(
+        ["; ".join(t for _, t in sorted(notes.get(k, []))) for k in n_folds.index],
+        index=n_folds.index,
+        dtype=object,
+    )
+
+
+def summarise(results: pd.DataFrame, scope: str = "pooled") -> pd.DataFrame:
+    """One row per configuration (and data set for scope='dataset'), metrics as mean and s.e.m.
+
+    Columns: the keys, `<metric>_mean` and `<metric>_sem` per metric present,
+    `n_folds` (folds seen), `nan_folds` (folds with at least one NaN metric) and
+    `notes` (each NaN reason with its metric and fold count). NaN folds are left
+    out of mean and s.e.m. (ddof=1); the s.e.m. is NaN below two finite folds.
+    """
+    keys = _keys(scope)
+    rows = _scope_rows(results, scope)
+    folds = _fold_columns(rows)
+    if rows.empty:
+        return pd.DataFrame(columns=[*keys, "n_folds", "nan_folds", "notes"])
+
+    stats = rows.groupby([*keys, "metric"], dropna=False)["value"].agg(["mean", "std", "count"])
+    stats["sem"] = (stats["std"] / np.sqrt(stats["count"])).where(stats["count"] >= 2)
+    wide = stats[["mean", "sem"]].unstack("metric")
+    columns = {}
+    for metric in _metric_order(wide.columns.get_level_values("metric")):
+        for stat in ("mean", "sem"):
+            columns[f"{metric}_{stat}"] = wide[(stat, metric)]
+    summary = pd.DataFrame(columns, index=wide.index)
+
+    n_folds = rows.drop_duplicates([*keys, *folds]).groupby(keys, dropna=False).size()
+    nan_rows = rows.loc[rows["value"].isna()]
+    nan_folds = nan_rows.drop_duplicates([*keys, *folds]).groupby(keys, dropna=False).size()
+    summary["n_folds"] = n_folds.reindex(summary.index).astype(int)
+    summary["nan_folds"] = nan_folds.reindex(summary.index, fill_value=0).astype(int)
+    summary["notes"] = _notes(nan_rows, keys, folds, n_folds).reindex(summary.index)
+    return summary.reset_index().sort_values(keys, kind="stable", ignore_index=True)
+
+
+def format_mean_sem(mean: float | None, sem: float | None, digits: int = 3) -> str:
+    """'0.912 ± 0.011'; 'n/a' for an undefined mean; the mean alone when the s.e.m. is undefined."""
+    if mean is None or math.isnan(mean):
+        return "n/a"
+    if sem is None or math.isnan(sem):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {sem:.{digits}f}"
+
+
+def table_from_summary(
+    summary: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, digits: int = 3
+) -> pd.DataFrame:
+    """Display strings from a `summarise` frame; rows keep the summary's index, for styling."""
+    keys = [k for k in (*CONFIG, "dataset_id") if k in summary.columns]
+    table = summary[keys].copy()
+    table["folds"] = summary["n_folds"]
+    for metric in metrics:
+        mean, sem = summary.get(f"{metric}_mean"), summary.get(f"{metric}_sem")
+        if mean is None:
+            table[metric] = "n/a"
+            continue
+        table[metric] = [format_mean_sem(m, s, digits) for m, s in zip(mean, sem, strict=True)]
+    table["notes"] = summary["notes"]
+    order = ["split", "dataset_id", "embedding", "classifier"]
+    return table.sort_values([k for k in order if k in keys], kind="stable")
+
+
+def results_table(
+    results: pd.DataFrame,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    *,
+    scope: str = "pooled",
+) -> pd.DataFrame:
+    """Human-readable table: one row per configuration, 'mean ± s.e.m.' per metric.
+
+    Sorted by split (then data set), embedding and classifier, so that the
+    embeddings compared under one split sit together.
+    """
+    return table_from_summary(summarise(results, scope), metrics).reset_index(drop=True)
