@@ -1,0 +1,311 @@
+"""From input files and options to one validated, in-memory data set.
+
+`prepare_dataset` is pure: it reads and checks everything and writes nothing,
+so the store only ever sees a data set that is complete and valid (a bad
+file or option fails before the store is touched).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from scdrugmap.data.genes import (
+    classify_gene_ids,
+    dominant_id_type,
+    gene_id_kinds,
+    normalise_gene_ids,
+)
+from scdrugmap.data.readers import ORIENTATIONS, SourceTable, read_matrix_file
+from scdrugmap.data.source import file_error
+from scdrugmap.data.validate import (
+    check_dataset_id,
+    check_gene_ids,
+    check_source,
+    check_value_kind,
+)
+from scdrugmap.errors import InputError
+
+LABELS = ("sensitive", "resistant")
+UNKNOWN = "unknown"
+# obs columns prepare_dataset computes; a file's own column of the same name is
+# kept as orig_<name> unless it holds the same values.
+OBS_COLUMNS = ("barcode", "sample", "label", "n_counts", "n_genes", "source_file")
+_FILE_SUFFIXES = (".gz", ".tsv", ".txt", ".csv", ".h5ad", ".h5", ".hdf5", ".mtx")
+
+
+@dataclass
+class IngestOptions:
+    dataset_id: str
+    samples: list[str] = field(default_factory=list)  # per file, in file order (--sample)
+    labels: list[str] = field(default_factory=list)  # per file: 'sensitive' | 'resistant'
+    label_column: str | None = None  # for files that carry labels
+    sensitive_values: list[str] = field(default_factory=list)
+    resistant_values: list[str] = field(default_factory=list)
+    sample_column: str | None = None
+    drug: str | None = None
+    cancer_type: str | None = None
+    tissue: str | None = None
+    therapy: str | None = None
+    regimen: str | None = None
+    species: str = "human"
+    meta: dict[str, str] = field(default_factory=dict)
+    orientation: str = "auto"  # auto | genes-by-cells | cells-by-genes
+    values: str = "counts"  # counts | normalized
+
+
+@dataclass
+class PreparedDataset:
+    dataset_id: str
+    counts: sparse.csr_matrix  # cells x genes, float32, canonical
+    var: pd.DataFrame  # index = gene names; columns gene_id, id_type
+    obs: pd.DataFrame  # index = barcode; OBS_COLUMNS + the files' extra columns as text
+    metadata: dict
+
+
+def prepare_dataset(files: Sequence[Path], options: IngestOptions) -> PreparedDataset:
+    """Read, check and merge `files` into one data set (cells concatenated, genes united).
+
+    Raises InputError, one line naming the file or option, the problem and the fix.
+    """
+    paths = [Path(f) for f in files]
+    _check_options(paths, options)
+    tables = []
+    for path in paths:
+        table = read_matrix_file(path, options.orientation)
+        check_source(table, options.values)
+        tables.append(table)
+    labels = np.concatenate([_labels(t, i, len(tables), options) for i, t in enumerate(tables)])
+    samples = np.concatenate([_samples(t, i, len(tables), options) for i, t in enumerate(tables)])
+    genes, counts = _merge_genes(tables)
+    where = ", ".join(str(p) for p in paths)
+    check_gene_ids(where, genes)
+    barcodes, prefixed = _unique_barcodes(tables, samples, where)
+
+    counts.eliminate_zeros()
+    counts.sum_duplicates()
+    obs = pd.DataFrame(
+        {
+            "barcode": barcodes,
+            "sample": samples,
+            "label": labels,
+            "n_counts": np.asarray(counts.sum(axis=1, dtype=np.float64)).ravel(),
+            "n_genes": np.diff(counts.indptr).astype(np.int64),
+            "source_file": np.repeat([p.name for p in paths], [t.counts.shape[0] for t in tables]),
+        },
+        index=pd.Index(barcodes, dtype=object),
+    )
+    obs = _add_file_columns(obs, tables)
+    var = pd.DataFrame(
+        {"gene_id": normalise_gene_ids(genes), "id_type": gene_id_kinds(genes)},
+        index=pd.Index(genes, dtype=object),
+    )
+    gene_ids = classify_gene_ids(genes)
+    gene_ids["dominant"] = dominant_id_type(gene_ids)
+    metadata = {
+        "drug": options.drug,
+        "cancer_type": options.cancer_type,
+        "tissue": options.tissue,
+        "therapy": options.therapy,
+        "regimen": options.regimen,
+        "species": options.species,
+        "meta": dict(options.meta),
+        "values": options.values,
+        "gene_ids": gene_ids,
+        "source_files": [p.name for p in paths],
+        "barcode_prefixed": prefixed,
+    }
+    return PreparedDataset(options.dataset_id, counts, var, obs, metadata)
+
+
+def _check_options(paths: list[Path], options: IngestOptions) -> None:
+    check_dataset_id(options.dataset_id)
+    check_value_kind(options.values)
+    if options.orientation not in ORIENTATIONS:
+        raise InputError(
+            f"--orientation {options.orientation!r}: unknown orientation; "
+            f"use one of {list(ORIENTATIONS)}"
+        )
+    n = len(paths)
+    if n == 0:
+        raise InputError("no input files; give one or more files to ingest")
+    if options.labels and options.label_column:
+        raise InputError(
+            "--label and --label-column: give labels per file or read them from a column, not both"
+        )
+    if options.labels:
+        if len(options.labels) not in (1, n):
+            raise InputError(
+                f"--label given {len(options.labels)} times for {n} files; "
+                "give one per file, in file order, or one for all files"
+            )
+        wrong = sorted({x for x in options.labels if x.strip().lower() not in LABELS})
+        if wrong:
+            raise InputError(f"--label {wrong[0]!r}: unknown label; use sensitive or resistant")
+    mapped = options.sensitive_values or options.resistant_values
+    if options.label_column and not mapped:
+        raise InputError(
+            f"--label-column {options.label_column!r}: say which values mean what with "
+            "--sensitive and --resistant"
+        )
+    if mapped and not options.label_column:
+        raise InputError("--sensitive/--resistant need --label-column, the column they refer to")
+    both = _strip(options.sensitive_values) & _strip(options.resistant_values)
+    if both:
+        raise InputError(
+            f"--sensitive and --resistant both list {sorted(both)[0]!r}; a value has one meaning"
+        )
+    if options.samples and options.sample_column:
+        raise InputError(
+            "--sample and --sample-column: name samples per file or read them from a column, "
+            "not both"
+        )
+    if options.samples and len(options.samples) != n:
+        raise InputError(
+            f"--sample given {len(options.samples)} times for {n} files; give one per file, "
+            "in file order"
+        )
+    if any(not s.strip() for s in options.samples):
+        raise InputError("--sample '': sample names cannot be empty")
+
+
+def _strip(values: Sequence[str]) -> set[str]:
+    return {str(v).strip() for v in values}
+
+
+def _labels(table: SourceTable, i: int, n_files: int, options: IngestOptions) -> np.ndarray:
+    n_cells = table.counts.shape[0]
+    if options.labels:
+        label = options.labels[i if len(options.labels) == n_files else 0].strip().lower()
+        return np.full(n_cells, label, dtype=object)
+    if not options.label_column:
+        return np.full(n_cells, UNKNOWN, dtype=object)
+    values = _column_text(table, options.label_column, "--label-column")
+    sensitive = values.isin(_strip(options.sensitive_values)).to_numpy()
+    resistant = values.isin(_strip(options.resistant_values)).to_numpy()
+    outside = values[~(sensitive | resistant)].unique()
+    if len(outside):
+        shown = ", ".join(repr(v) for v in sorted(outside)[:5])
+        raise file_error(
+            table.path,
+            f"column {options.label_column!r} holds values mapped to no label: {shown}",
+            "list each value under --sensitive or --resistant (or drop those cells)",
+        )
+    return np.where(sensitive, LABELS[0], LABELS[1]).astype(object)
+
+
+def _samples(table: SourceTable, i: int, n_files: int, options: IngestOptions) -> np.ndarray:
+    n_cells = table.counts.shape[0]
+    if options.samples:
+        return np.full(n_cells, options.samples[i].strip(), dtype=object)
+    if options.sample_column:
+        values = _column_text(table, options.sample_column, "--sample-column")
+        if (values == "").any():
+            raise file_error(
+                table.path,
+                f"column {options.sample_column!r} is empty for {int((values == '').sum())} cells",
+                "give every cell a sample name",
+            )
+        return values.to_numpy(dtype=object)
+    name = _file_stem(table.path) if n_files > 1 else options.dataset_id
+    return np.full(n_cells, name, dtype=object)
+
+
+def _file_stem(path: Path) -> str:
+    """Day11_control.txt.gz -> Day11_control; a 10x matrix file -> its directory's name."""
+    name = path.name
+    while name.lower().endswith(_FILE_SUFFIXES):
+        name = name[: name.rindex(".")]
+    if name.lower() == "matrix" or path.name.lower().endswith((".mtx", ".mtx.gz")):
+        return path.parent.name
+    return name
+
+
+def _column_text(table: SourceTable, column: str, option: str) -> pd.Series:
+    if column not in table.obs.columns:
+        available = ", ".join(repr(str(c)) for c in table.obs.columns) or "none"
+        raise file_error(
+            table.path,
+            f"no column {column!r} for {option} (per-cell columns: {available})",
+            f"name one of those columns with {option}",
+        )
+    return _as_text(table.obs[column])
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """Per-cell values as stripped text; whole-number floats lose '.0' so 1.0 matches '1'."""
+    values = column.reset_index(drop=True)
+    if pd.api.types.is_float_dtype(values):
+        finite = values.dropna()
+        if len(finite) and (finite == np.floor(finite)).all():
+            values = values.astype("Int64")
+    text = values.astype(object).where(values.notna(), "")
+    return text.astype(str).str.strip()
+
+
+def _merge_genes(tables: list[SourceTable]) -> tuple[list[str], sparse.csr_matrix]:
+    """Union of genes in first-seen order; each file's columns moved to their union position."""
+    union = pd.Index(tables[0].genes, dtype=object)
+    for table in tables[1:]:
+        genes = pd.Index(table.genes, dtype=object)
+        union = union.append(genes[~genes.isin(union)])
+    parts = []
+    for table in tables:
+        position = union.get_indexer(pd.Index(table.genes, dtype=object))
+        c = table.counts
+        part = sparse.csr_matrix(
+            (c.data, position[c.indices], c.indptr), shape=(c.shape[0], len(union))
+        )
+        part.sort_indices()
+        parts.append(part)
+    counts = sparse.vstack(parts, format="csr", dtype=np.float32)
+    return union.tolist(), counts
+
+
+def _unique_barcodes(
+    tables: list[SourceTable], samples: np.ndarray, where: str
+) -> tuple[np.ndarray, bool]:
+    """Barcodes as given, or all prefixed with `<sample>_` when files share some."""
+    barcodes = np.concatenate([np.asarray(t.barcodes, dtype=object) for t in tables])
+    if not pd.Index(barcodes).duplicated().any():
+        return barcodes, False
+    prefixed = (
+        pd.Series(samples, dtype=object) + "_" + pd.Series(barcodes, dtype=object)
+    ).to_numpy()
+    if pd.Index(prefixed).duplicated().any():
+        raise InputError(
+            f"{where}: cell barcodes repeat across files even after prefixing them with the "
+            "sample name; give each file its own --sample"
+        )
+    return prefixed, True
+
+
+def _blank(n: int) -> pd.Series:
+    return pd.Series(np.full(n, "", dtype=object), dtype=object)
+
+
+def _add_file_columns(obs: pd.DataFrame, tables: list[SourceTable]) -> pd.DataFrame:
+    """The files' own per-cell columns, as text ('' where a file lacks the column)."""
+    names: list[str] = []
+    for table in tables:
+        names += [str(c) for c in table.obs.columns if str(c) not in names]
+    extra = {}
+    for name in names:
+        parts = [
+            _as_text(t.obs[name])
+            if name in t.obs.columns
+            else pd.Series(np.full(len(t.obs), "", dtype=object))
+            for t in tables
+        ]
+        text = pd.concat(parts, ignore_index=True).to_numpy(dtype=object)
+        if name in OBS_COLUMNS:
+            if np.array_equal(text, obs[name].astype(str).to_numpy(dtype=object)):
+                continue
+            name = f"orig_{name}"
+        extra[name] = text
+    return obs.assign(**extra) if extra else obs

@@ -1,0 +1,110 @@
+"""One entry point for every input format: `read_matrix_file`.
+
+The format follows from the path: a directory or a `*.mtx[.gz]` file is a 10x
+matrix directory, `.h5ad` is AnnData, `.h5`/`.hdf5` is a Cell Ranger HDF5
+file, and `.tsv`/`.txt`/`.csv` (optionally `.gz`) is a delimited table.
+Readers return the file's values unchanged (as float32); judging them
+(NaN, negatives, integers, duplicates) is validate.py's job, so every format
+gets the same checks and the same messages.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from scdrugmap.data.delimited import ORIENTATIONS, read_delimited
+from scdrugmap.data.source import SourceTable, file_error
+from scdrugmap.data.tenx import read_10x_dir, read_10x_h5
+from scdrugmap.errors import InputError
+
+__all__ = ["ORIENTATIONS", "SourceTable", "detect_format", "read_matrix_file"]
+
+TABLE_SUFFIXES = (".tsv", ".txt", ".csv")
+FORMATS = {
+    "h5ad": "AnnData .h5ad",
+    "10x-h5": "10x Cell Ranger .h5",
+    "10x-dir": "10x matrix directory",
+    "table": "delimited table",
+}
+# Longest reader message quoted in an error, so the error stays one readable line.
+_MAX_REASON = 200
+
+
+def detect_format(path: Path) -> str:
+    """'h5ad' | '10x-h5' | '10x-dir' | 'table', from the path alone."""
+    name = path.name.lower()
+    base = name.removesuffix(".gz")
+    if path.is_dir() or base.endswith(".mtx"):
+        return "10x-dir"
+    if name.endswith(".h5ad"):
+        return "h5ad"
+    if name.endswith((".h5", ".hdf5")):
+        return "10x-h5"
+    if base.endswith(TABLE_SUFFIXES):
+        return "table"
+    raise file_error(
+        path,
+        "unknown file format",
+        "give an .h5ad file, a 10x matrix directory or .h5 file, "
+        "or a .tsv/.txt/.csv table (optionally .gz)",
+    )
+
+
+def read_matrix_file(path: Path, orientation: str = "auto") -> SourceTable:
+    """Read one input file into a SourceTable (cells x genes, float32, values as in the file).
+
+    `orientation` applies to delimited tables only (the other formats say
+    which axis is which); 'auto' decides as delimited.py documents.
+    """
+    path = Path(path)
+    if orientation not in ORIENTATIONS:
+        raise InputError(
+            f"--orientation {orientation!r}: unknown orientation; use one of {list(ORIENTATIONS)}"
+        )
+    if not path.exists():
+        raise file_error(path, "no such file or directory", "check the path")
+    kind = detect_format(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise file_error(path, "the file is empty", "give a file that holds a matrix")
+    try:
+        if kind == "h5ad":
+            return _read_h5ad(path)
+        if kind == "10x-h5":
+            return read_10x_h5(path)
+        if kind == "10x-dir":
+            return read_10x_dir(path if path.is_dir() else path.parent)
+        return read_delimited(path, orientation)
+    except UnicodeDecodeError:
+        raise file_error(path, "the file is not UTF-8 text", "save the table as UTF-8") from None
+    except (OSError, EOFError, ValueError, KeyError, IndexError, zlib.error) as err:
+        reason = " ".join(str(err).split())[:_MAX_REASON] or type(err).__name__
+        raise file_error(
+            path,
+            f"cannot read it as a {FORMATS[kind]} ({reason})",
+            "check that the file is complete and in the format its name says",
+        ) from None
+
+
+def _read_h5ad(path: Path) -> SourceTable:
+    """`.X`, or `layers['counts']` when present (then .X is usually normalised)."""
+    import anndata
+
+    adata = anndata.read_h5ad(path)
+    matrix = adata.layers.get("counts", adata.X)
+    if matrix is None:
+        raise file_error(path, "the AnnData file has no .X", "write the counts to .X")
+    barcodes = adata.obs_names.astype(str).str.strip().tolist()
+    obs = adata.obs.copy()
+    obs.index = pd.Index(barcodes, dtype=object)
+    return SourceTable(
+        path=path,
+        counts=sparse.csr_matrix(matrix, dtype=np.float32),
+        genes=adata.var_names.astype(str).str.strip().tolist(),
+        barcodes=barcodes,
+        obs=obs,
+    )

@@ -1,0 +1,17 @@
+"""Fixtures shared by the whole test suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DIR = Path(__file__).parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared (real data and model vocabularies); a test using it skips when it is absent."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"../shared is absent: {SHARED_DIR} holds the real data this test needs")
+    return SHARED_DIR
