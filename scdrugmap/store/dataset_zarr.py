@@ -7,7 +7,9 @@ embedders can stream any row range without loading the whole matrix.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +27,22 @@ def write_dataset_zarr(
     path: Path, counts: sparse.csr_matrix, obs: pd.DataFrame, var: pd.DataFrame, uns: dict
 ) -> None:
     """Write a complete AnnData zarr at `path` (which must not exist yet)."""
+    with quiet_zarr():
+        _write(path, counts, obs, var, uns)
+
+
+@contextmanager
+def quiet_zarr() -> Iterator[None]:
+    """zarr-python announces future format changes on every write; users cannot act on them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*autosharding.*")
+        warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
+        yield
+
+
+def _write(
+    path: Path, counts: sparse.csr_matrix, obs: pd.DataFrame, var: pd.DataFrame, uns: dict
+) -> None:
     group = zarr.open_group(path, mode="w-", zarr_format=3)
     group.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
     chunk = (max(1, min(NNZ_CHUNK, counts.nnz)),)
@@ -44,6 +62,14 @@ class DatasetReader:
     @cached_property
     def _x(self) -> zarr.Group:
         return zarr.open_group(self.path, mode="r")["X"]
+
+    @cached_property
+    def _data(self) -> zarr.Array:
+        return self._x["data"]
+
+    @cached_property
+    def _indices(self) -> zarr.Array:
+        return self._x["indices"]
 
     @cached_property
     def indptr(self) -> np.ndarray:
@@ -71,8 +97,8 @@ class DatasetReader:
 
     def read_rows(self, start: int, stop: int) -> sparse.csr_matrix:
         lo, hi = int(self.indptr[start]), int(self.indptr[stop])
-        data = self._x["data"][lo:hi].astype(np.float32, copy=False)
-        indices = self._x["indices"][lo:hi]
+        data = self._data[lo:hi].astype(np.float32, copy=False)
+        indices = self._indices[lo:hi]
         indptr = self.indptr[start : stop + 1] - lo
         return sparse.csr_matrix((data, indices, indptr), shape=(stop - start, self.n_genes))
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from scdrugmap.store.dataset_zarr import quiet_zarr
+
 READ_BLOCK_BYTES = 256 << 20
 
 
@@ -29,6 +31,14 @@ class EmbeddingArray:
     def create(
         cls, path: Path, *, n_cells: int, dim: int, chunk_size: int, dtype: str, attrs: dict
     ) -> EmbeddingArray:
+        with quiet_zarr():
+            cls._create(path, n_cells, dim, chunk_size, dtype, attrs)
+        return cls(path)
+
+    @staticmethod
+    def _create(
+        path: Path, n_cells: int, dim: int, chunk_size: int, dtype: str, attrs: dict
+    ) -> None:
         group = zarr.open_group(path, mode="w", zarr_format=3)
         rows = max(1, min(chunk_size, n_cells))
         group.create_array(
@@ -40,34 +50,45 @@ class EmbeddingArray:
             "done", shape=(n_chunks,), chunks=(1,), dtype="uint8", fill_value=0, compressors=None
         )
         group.attrs.update({**attrs, "chunk_size": rows})
-        return cls(path)
 
     @cached_property
     def _group(self) -> zarr.Group:
         return zarr.open_group(self.path, mode="r+")
 
+    @cached_property
+    def _x(self) -> zarr.Array:
+        return self._group["X"]
+
+    @cached_property
+    def _coverage(self) -> zarr.Array:
+        return self._group["coverage"]
+
+    @cached_property
+    def _done(self) -> zarr.Array:
+        return self._group["done"]
+
     @property
     def attrs(self) -> dict:
         return dict(self._group.attrs)
 
-    @property
+    @cached_property
     def shape(self) -> tuple[int, int]:
-        return tuple(self._group["X"].shape)
+        return tuple(self._x.shape)
 
-    @property
+    @cached_property
     def chunk_size(self) -> int:
-        return int(self._group["X"].chunks[0])
+        return int(self._x.chunks[0])
 
-    @property
+    @cached_property
     def n_chunks(self) -> int:
-        return int(self._group["done"].shape[0])
+        return int(self._done.shape[0])
 
     def chunk_bounds(self, chunk: int) -> tuple[int, int]:
         start = chunk * self.chunk_size
         return start, min(start + self.chunk_size, self.shape[0])
 
     def done_chunks(self) -> np.ndarray:
-        return self._group["done"][:].astype(bool)
+        return self._done[:].astype(bool)
 
     def write_chunk(self, chunk: int, values: np.ndarray, coverage: np.ndarray) -> None:
         start, stop = self.chunk_bounds(chunk)
@@ -75,15 +96,15 @@ class EmbeddingArray:
             raise ValueError(
                 f"chunk {chunk}: got {values.shape}, need {(stop - start, self.shape[1])}"
             )
-        self._group["X"][start:stop] = values.astype(self._group["X"].dtype, copy=False)
-        self._group["coverage"][start:stop] = coverage.astype(np.float32, copy=False)
-        self._group["done"][chunk] = 1
+        self._x[start:stop] = values.astype(self._x.dtype, copy=False)
+        self._coverage[start:stop] = coverage.astype(np.float32, copy=False)
+        self._done[chunk] = 1
 
     def read_all(self) -> np.ndarray:
-        return self._group["X"][:]
+        return self._x[:]
 
     def read_coverage(self) -> np.ndarray:
-        return self._group["coverage"][:]
+        return self._coverage[:]
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
         """Rows at sorted positions, in reads of bounded size.
@@ -91,7 +112,7 @@ class EmbeddingArray:
         A contiguous stretch of rows is read directly; scattered rows are taken
         from blocks of whole chunks, each touched chunk read once.
         """
-        x = self._group["X"]
+        x = self._x
         out = np.empty((len(rows), x.shape[1]), dtype=np.float32)
         if len(rows) == 0:
             return out

@@ -1,0 +1,44 @@
+"""Builders of small real stores (real files, real ingest) shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scdrugmap.data.prepare import IngestOptions
+
+from scdrugmap.store.store import Store
+from tests.synthetic import counts_matrix, write_genes_by_cells
+
+SAMPLE_LABELS = (("s1", "sensitive"), ("s2", "sensitive"), ("r1", "resistant"), ("r2", "resistant"))
+
+
+def ingest_synthetic(
+    store: Store, dataset_id: str, files_dir: Path, *, cells_per_sample: int = 60, seed: int = 0
+) -> None:
+    """One data set of four samples (two per label), one file per sample."""
+    files_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for offset, (sample, label) in enumerate(SAMPLE_LABELS):
+        counts = counts_matrix(cells_per_sample, label == "resistant", seed * 10 + offset)
+        files.append(
+            write_genes_by_cells(
+                files_dir / f"{dataset_id}_{sample}.tsv", counts, prefix=f"{sample}-"
+            )
+        )
+    store.ingest(
+        files,
+        IngestOptions(
+            dataset_id=dataset_id,
+            samples=[s for s, _ in SAMPLE_LABELS],
+            labels=[lab for _, lab in SAMPLE_LABELS],
+            drug="drugA" if seed % 2 == 0 else "drugB",
+            tissue="cell line",
+        ),
+    )
+
+
+def synthetic_store(root: Path, n_datasets: int = 2, cells_per_sample: int = 60) -> Store:
+    store = Store(root / "store")
+    for i in range(n_datasets):
+        ingest_synthetic(store, f"ds{i}", root / "files", cells_per_sample=cells_per_sample, seed=i)
+    return store

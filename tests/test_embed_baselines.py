@@ -1,0 +1,196 @@
+"""Baseline embedders through the streaming runner, on real zarr stores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from scdrugmap.data.prepare import IngestOptions
+from scdrugmap.embed.baselines.expression import log_cp10k
+from scdrugmap.errors import InputError, StoreError
+from scdrugmap.store.store import Store
+from tests.store_builders import ingest_synthetic, synthetic_store
+from tests.synthetic import counts_matrix, write_genes_by_cells
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    built = synthetic_store(tmp_path_factory.mktemp("embed"))
+    built.embed("pca", chunk_size=1000)
+    built.embed("hvg", chunk_size=1000, n_top_genes=50)
+    return built
+
+
+def test_pca_embedding_shape_and_provenance(store: Store) -> None:
+    array = store.embedding_array("pca", "ds0")
+    values = array.read_all()
+    assert values.shape == (240, 50)
+    assert values.dtype == np.float32
+    assert np.isfinite(values).all()
+    attrs = array.attrs
+    fit_bytes = (store.fit_path("pca") / "fit.npz").read_bytes()
+    assert attrs["weights_sha256"] == hashlib.sha256(fit_bytes).hexdigest()
+    assert attrs["model"] == "pca"
+    assert attrs["settings"]["fit_datasets"] == ["ds0", "ds1"]
+    assert {"numpy", "zarr", "scdrugmap"} <= set(attrs["versions"])
+    assert len(attrs["settings_hash"]) == 16
+    row = store.embeddings().query("key == 'pca'").set_index("dataset_id").loc["ds0"]
+    assert bool(row["complete"]) and row["chunks_done"] == row["n_chunks"] == 1
+    assert 0.0 < row["mean_coverage"] <= 1.0
+
+
+def test_embedding_separates_the_labels(store: Store) -> None:
+    cells = store.cells()
+    values = store.load_embedding("pca", cells)
+    sensitive = values[(cells["label"] == "sensitive").to_numpy()]
+    resistant = values[(cells["label"] == "resistant").to_numpy()]
+    gap = np.linalg.norm(sensitive.mean(0) - resistant.mean(0))
+    spread = np.sqrt(values.var(0).sum())
+    assert gap > 0.5 * spread
+
+
+def test_hvg_values_are_log_cp10k_of_the_chosen_genes(store: Store) -> None:
+    array = store.embedding_array("hvg", "ds1")
+    genes = [str(g) for g in np.load(store.fit_path("hvg") / "fit.npz")["genes"]]
+    assert len(genes) == 50
+    reader = store.reader("ds1")
+    expected = log_cp10k(reader.read_rows(0, reader.n_cells)).toarray()
+    columns = [reader.gene_ids.index(g) for g in genes]
+    np.testing.assert_allclose(array.read_all(), expected[:, columns], rtol=1e-6)
+    coverage = array.read_coverage()
+    expressed = reader.read_rows(0, reader.n_cells).toarray() > 0
+    np.testing.assert_allclose(coverage, expressed[:, columns].sum(1) / expressed.sum(1), rtol=1e-6)
+
+
+def test_embedding_does_not_depend_on_chunk_size(store: Store) -> None:
+    store.embed("pca", key="pca-small-chunks", chunk_size=7)
+    for dataset_id in ("ds0", "ds1"):
+        small = store.embedding_array("pca-small-chunks", dataset_id)
+        assert small.n_chunks == -(-240 // 7)
+        np.testing.assert_allclose(
+            small.read_all(), store.embedding_array("pca", dataset_id).read_all(), atol=1e-5
+        )
+
+
+def test_load_embedding_follows_the_selection_order(store: Store) -> None:
+    cells = store.cells().sample(frac=1.0, random_state=3)
+    values = store.load_embedding("pca", cells)
+    for row, (dataset_id, index) in enumerate(zip(cells["dataset_id"], cells["cell_index"])):
+        if row % 37 == 0:
+            np.testing.assert_array_equal(
+                values[row], store.embedding_array("pca", dataset_id).read_all()[index]
+            )
+
+
+def test_fit_is_applied_unchanged_to_a_later_data_set(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path, n_datasets=1, cells_per_sample=30)
+    store.embed("pca", chunk_size=100)
+    fit_before = (store.fit_path("pca") / "fit.npz").read_bytes()
+    ingest_synthetic(store, "later", tmp_path / "later", cells_per_sample=30, seed=5)
+    store.embed("pca", "later")
+    assert (store.fit_path("pca") / "fit.npz").read_bytes() == fit_before
+    attrs = store.embedding_array("pca", "later").attrs
+    assert attrs["settings"]["fit_datasets"] == ["ds0"]
+    fit = np.load(store.fit_path("pca") / "fit.npz")
+    reader = store.reader("later")
+    values = log_cp10k(reader.read_rows(0, reader.n_cells)).toarray()
+    columns = [reader.gene_ids.index(str(g)) for g in fit["genes"]]
+    expected = ((values[:, columns] - fit["mean"]) / fit["scale"]) @ fit["components"].T
+    np.testing.assert_allclose(
+        store.embedding_array("pca", "later").read_all(), expected, atol=1e-4
+    )
+    with pytest.raises(InputError, match="fitted on ds0"):
+        store.embed("pca", "later", fit_on="later")
+
+
+def test_float16_and_conflicting_settings(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path, n_datasets=1, cells_per_sample=10)
+    store.embed("pca", key="half", dtype="float16")
+    assert store.embedding_array("half", "ds0").read_all().dtype == np.float16
+    with pytest.raises(StoreError, match="other settings"):
+        store.embed("pca", key="half", dtype="float32")
+    store.embed("pca", key="half", dtype="float32", replace=True)
+    assert store.embedding_array("half", "ds0").read_all().dtype == np.float32
+
+
+def test_counts_fit_refuses_normalised_data(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path, n_datasets=1, cells_per_sample=10)
+    store.embed("pca")
+    table = write_genes_by_cells(tmp_path / "z.tsv", counts_matrix(6, False, 3))
+    store.ingest([table], IngestOptions(dataset_id="z", labels=["sensitive"], values="normalized"))
+    with pytest.raises(InputError, match="normalized"):
+        store.embed("pca", "z")
+    with pytest.raises(InputError, match="counts and normalised"):
+        store.embed("pca", "all", key="mixed")
+
+
+def _done(path: Path) -> int:
+    try:
+        return int(zarr.open_group(path, mode="r")["done"][:].sum())
+    except (FileNotFoundError, KeyError, ValueError):
+        return 0
+
+
+def _embed_command(store: Path, key: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "scdrugmap.cli",
+        "--store",
+        str(store),
+        "embed",
+        "--model",
+        "pca",
+        "--key",
+        key,
+        "--chunk-size",
+        "4",
+        "--json",
+    ]
+
+
+def test_killed_embed_resumes_to_the_identical_array(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path, n_datasets=1, cells_per_sample=150)
+    target = store.embedding_path("pca", "ds0")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        _embed_command(store.path, "pca"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while _done(target) < 20 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = _done(target)
+    assert 0 < killed_at < 150, "the run was not interrupted part way"
+    resumed = subprocess.run(
+        _embed_command(store.path, "pca"), env=env, capture_output=True, text=True, check=True
+    )
+    summary = json.loads(resumed.stdout)
+    assert summary["chunks_already_done"] >= killed_at
+    assert summary["chunks_written"] == 150 - summary["chunks_already_done"]
+    subprocess.run(
+        _embed_command(store.path, "pca-uninterrupted"), env=env, check=True, capture_output=True
+    )
+    np.testing.assert_array_equal(
+        store.embedding_array("pca", "ds0").read_all(),
+        store.embedding_array("pca-uninterrupted", "ds0").read_all(),
+    )
+    np.testing.assert_array_equal(
+        store.embedding_array("pca", "ds0").read_coverage(),
+        store.embedding_array("pca-uninterrupted", "ds0").read_coverage(),
+    )
+    assert bool(store.embeddings().set_index("key").loc["pca", "complete"])
