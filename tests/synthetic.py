@@ -13,9 +13,14 @@ PROGRAMME = GENES[:20]
 
 
 def counts_matrix(n_cells: int, resistant: bool, seed: int, n_genes: int = 300) -> np.ndarray:
-    """cells x genes integer counts; resistant cells raise the first 20 genes."""
+    """cells x genes integer counts; resistant cells raise the first 20 genes.
+
+    Gene means are shared by every sample (a sample only adds mild noise), so
+    the label, not the sample, is the main signal.
+    """
+    means = np.random.default_rng(12345).lognormal(0.0, 1.0, size=n_genes)
     rng = np.random.default_rng(seed)
-    means = rng.lognormal(0.0, 1.0, size=n_genes)
+    means = means * rng.lognormal(0.0, 0.1, size=n_genes)
     if resistant:
         means[:20] *= 4.0
     library = rng.lognormal(0.0, 0.3, size=(n_cells, 1))

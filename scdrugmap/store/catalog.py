@@ -139,15 +139,20 @@ def connect(path: Path, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConne
     """Open the catalog, retrying while another process holds its lock."""
     if not write and not path.exists():
         raise StoreError(f"{path.parent}: no scdrugmap store here; ingest a data set first")
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + _LOCK_RETRY_SECONDS
     while True:
         try:
             con = duckdb.connect(str(path), read_only=not write)
             break
         except duckdb.IOException as error:
-            if not _is_lock_error(error) or time.monotonic() > deadline:
+            first_line = str(error).splitlines()[0]
+            if not _is_lock_error(error):
+                raise StoreError(f"{path}: cannot open the catalog ({first_line})") from error
+            if time.monotonic() > deadline:
                 raise StoreError(
-                    f"{path}: the catalog is locked by another process ({error}); "
+                    f"{path}: the catalog is locked by another process ({first_line}); "
                     "wait for it to finish"
                 ) from error
             time.sleep(0.1)

@@ -8,13 +8,18 @@ service relies on this too).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
 from scdrugmap.errors import InputError
 from scdrugmap.store.catalog import connect
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _ALLOWED = {"SELECT", "EXPLAIN"}
 
@@ -34,7 +39,8 @@ def check_read_only(query: str) -> None:
         raise InputError(f"SQL statement of type {kind} refused: the store is read-only to sql")
 
 
-def run_query(catalog: Path, query: str, limit: int | None = None) -> pd.DataFrame:
+@contextmanager
+def _query(catalog: Path, query: str, limit: int | None) -> Iterator[duckdb.DuckDBPyRelation]:
     check_read_only(query)
     with connect(catalog) as con:
         con.execute("SET enable_external_access = false")
@@ -43,6 +49,19 @@ def run_query(catalog: Path, query: str, limit: int | None = None) -> pd.DataFra
             relation = con.sql(query)
             if limit is not None:
                 relation = relation.limit(limit)
-            return relation.df() if relation is not None else pd.DataFrame()
+            yield relation
         except duckdb.Error as error:
             raise InputError(f"SQL failed: {str(error).splitlines()[0]}") from error
+
+
+def run_query(catalog: Path, query: str, limit: int | None = None) -> pd.DataFrame:
+    with _query(catalog, query, limit) as relation:
+        return relation.df()
+
+
+def query_rows(
+    catalog: Path, query: str, limit: int | None = None
+) -> tuple[list[str], list[tuple]]:
+    """Column names and rows, without pandas: the CLI's fast path."""
+    with _query(catalog, query, limit) as relation:
+        return list(relation.columns), relation.fetchall()

@@ -19,23 +19,23 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from scdrugmap.errors import InputError, StoreError
 from scdrugmap.store.catalog import connect
-from scdrugmap.store.dataset_zarr import DatasetReader
-from scdrugmap.store.embedding_array import EmbeddingArray
+from scdrugmap.store.location import CATALOG_NAME, default_store_path
 from scdrugmap.store.sql import check_read_only, run_query
 
-DEFAULT_STORE = "scdrugmap-store"
+if TYPE_CHECKING:
+    from scdrugmap.store.dataset_zarr import DatasetReader
+    from scdrugmap.store.embedding_array import EmbeddingArray
+
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def default_store_path() -> Path:
-    return Path(os.environ.get("SCDRUGMAP_STORE") or DEFAULT_STORE)
 
 
 def check_key(key: str, what: str = "embedding key") -> str:
@@ -58,7 +58,7 @@ class Store:
 
     @property
     def catalog_path(self) -> Path:
-        return self.path / "catalog.duckdb"
+        return self.path / CATALOG_NAME
 
     def exists(self) -> bool:
         return self.catalog_path.exists()
@@ -110,6 +110,8 @@ class Store:
         return frame.iloc[0].to_dict()
 
     def reader(self, dataset_id: str) -> DatasetReader:
+        from scdrugmap.store.dataset_zarr import DatasetReader
+
         self.dataset(dataset_id)
         return DatasetReader(self.path / "datasets" / f"{dataset_id}.zarr")
 
@@ -194,6 +196,8 @@ class Store:
         """Stored embeddings with provenance; completeness read live from the arrays."""
         if not self.exists():
             return pd.DataFrame()
+        from scdrugmap.store.embedding_array import EmbeddingArray
+
         frame = self.query("SELECT * FROM embeddings ORDER BY key, dataset_id")
         if frame.empty:
             return frame
@@ -206,6 +210,8 @@ class Store:
         return frame
 
     def embedding_array(self, key: str, dataset_id: str) -> EmbeddingArray:
+        from scdrugmap.store.embedding_array import EmbeddingArray
+
         path = self.embedding_path(key, dataset_id)
         if not path.exists():
             raise StoreError(
@@ -222,23 +228,42 @@ class Store:
         return array
 
     def load_embedding(self, key: str, cells: pd.DataFrame) -> np.ndarray:
-        """Embedding rows for `cells` (columns dataset_id, cell_index), in their order."""
-        cells = cells.reset_index(drop=True)
+        """Embedding rows for `cells` (columns dataset_id, cell_index), in their order.
+
+        Cells in store order (as `cells()` returns them) are read straight
+        into the result; any other order costs one extra gather.
+        """
+        dataset_ids = cells["dataset_id"].to_numpy()
+        indices = cells["cell_index"].to_numpy(dtype=np.int64)
         out = None
-        for dataset_id, group in cells.groupby("dataset_id", sort=False):
-            array = self.embedding_array(key, str(dataset_id))
-            rows = group["cell_index"].to_numpy(dtype=np.int64)
-            order = np.argsort(rows, kind="stable")
-            values = array.read_rows(rows[order])
+        starts = np.flatnonzero(np.r_[True, dataset_ids[1:] != dataset_ids[:-1]])
+        bounds = np.r_[starts, len(cells)]
+        for lo, hi in pairwise(bounds):
+            array = self.embedding_array(key, str(dataset_ids[lo]))
             if out is None:
-                out = np.empty((len(cells), values.shape[1]), dtype=np.float32)
-            out[group.index.to_numpy()[order]] = values
+                out = np.empty((len(cells), array.shape[1]), dtype=np.float32)
+            rows = indices[lo:hi]
+            if np.all(rows[1:] > rows[:-1]):
+                array.read_rows(rows, out[lo:hi])
+            else:
+                order = np.argsort(rows, kind="stable")
+                out[lo + order] = array.read_rows(rows[order])
         return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
     # selections and SQL -------------------------------------------------------
 
-    def cells(self, where: str | None = None, *, labelled: bool = True) -> pd.DataFrame:
-        """Cells (with data-set metadata) matching a SQL condition, in store order."""
+    def cells(
+        self,
+        where: str | None = None,
+        *,
+        labelled: bool = True,
+        columns: Sequence[str] = ("dataset_id", "cell_index", "barcode", "sample", "label"),
+    ) -> pd.DataFrame:
+        """Cells matching a SQL condition on `cell_meta`, in store order.
+
+        Ask only for the columns you need: strings cost far more to fetch
+        than the embedding rows they select.
+        """
         self._require()
         conditions = ["label <> 'unknown'"] if labelled else []
         if where:
@@ -247,8 +272,7 @@ class Store:
         clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         return run_query(
             self.catalog_path,
-            "SELECT dataset_id, cell_index, barcode, sample, label FROM cell_meta "
-            f"{clause} ORDER BY dataset_id, cell_index",
+            f"SELECT {', '.join(columns)} FROM cell_meta {clause} ORDER BY dataset_id, cell_index",
         )
 
     def sql(self, query: str, limit: int | None = None) -> pd.DataFrame:

@@ -1,0 +1,142 @@
+"""The classifiers a run can name, each an sklearn estimator with a fixed recipe.
+
+The recipes are fixed (and seeded) so that a classifier name plus a seed in
+the runs table is enough to repeat a result. Every classifier refuses training
+cells of one class with an InputError: a model that has seen one class cannot
+tell the classes apart, and some estimators would otherwise "succeed" silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from scdrugmap.errors import InputError
+
+CLASSIFIER_NAMES: tuple[str, ...] = ("logreg", "lightgbm", "mlp", "knn")
+
+_DESCRIPTIONS = {
+    "logreg": "standardised features + logistic regression (lbfgs, C=1)",
+    "lightgbm": "gradient-boosted trees (LightGBM, 200 trees, lr 0.05, 31 leaves, deterministic)",
+    "mlp": "scDrugMap head: 512-512 ReLU MLP, AdamW, 10 epochs, early stopping (numpy)",
+    "knn": "standardised features + 15 nearest neighbours, distance-weighted",
+}
+
+_CLASS_NAMES = {0: "resistant", 1: "sensitive"}
+
+
+def check_training_labels(y: np.ndarray) -> np.ndarray:
+    """Labels as int8 0/1, refusing anything a binary response model cannot learn from."""
+    labels = np.asarray(y).ravel()
+    if not np.isin(labels, (0, 1)).all():
+        raise InputError("training labels must be 0 (resistant) or 1 (sensitive)")
+    present = np.unique(labels)
+    if present.size < 2:
+        only = _CLASS_NAMES[int(present[0])] if present.size else "none"
+        raise InputError(
+            f"training cells hold only one class ({only}); a classifier needs sensitive and "
+            "resistant cells: widen the selection or use another split"
+        )
+    return labels.astype(np.int8)
+
+
+class ResponseClassifier(ClassifierMixin, BaseEstimator):
+    """An sklearn classifier behind the checks every response classifier shares."""
+
+    def __init__(self, estimator: BaseEstimator | None = None) -> None:
+        self.estimator = estimator
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> ResponseClassifier:
+        labels = check_training_labels(y)
+        features = np.asarray(X, dtype=np.float32)
+        self.estimator_ = clone(self.estimator).fit(features, labels)
+        self.classes_ = np.asarray(self.estimator_.classes_)
+        self.n_features_in_ = features.shape[1]
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(np.asarray(X, dtype=np.float32))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def _logreg(seed: int, n_jobs: int, params: dict) -> BaseEstimator:
+    model = LogisticRegression(solver="lbfgs", max_iter=1000, C=1.0, random_state=seed)
+    return ResponseClassifier(make_pipeline(StandardScaler(), model.set_params(**params)))
+
+
+def _lightgbm(seed: int, n_jobs: int, params: dict) -> BaseEstimator:
+    from lightgbm import LGBMClassifier  # imported on use: listing classifiers stays fast
+
+    model = LGBMClassifier(
+        n_estimators=200,
+        learning_rate=0.05,
+        num_leaves=31,
+        deterministic=True,
+        force_row_wise=True,
+        random_state=seed,
+        n_jobs=n_jobs,
+        verbose=-1,
+    )
+    return ResponseClassifier(model.set_params(**params))
+
+
+def _mlp(seed: int, n_jobs: int, params: dict) -> BaseEstimator:
+    from scdrugmap.classify.mlp import MLPHeadClassifier
+
+    return MLPHeadClassifier(random_state=seed).set_params(**params)
+
+
+def _knn(seed: int, n_jobs: int, params: dict) -> BaseEstimator:
+    model = KNeighborsClassifier(n_neighbors=15, weights="distance", n_jobs=n_jobs)
+    return ResponseClassifier(make_pipeline(StandardScaler(), model.set_params(**params)))
+
+
+_FACTORIES: dict[str, Callable[[int, int, dict], BaseEstimator]] = {
+    "logreg": _logreg,
+    "lightgbm": _lightgbm,
+    "mlp": _mlp,
+    "knn": _knn,
+}
+
+
+def _check_name(name: str) -> None:
+    if name not in _FACTORIES:
+        raise InputError(
+            f"unknown classifier {name!r}; choose one of: {', '.join(CLASSIFIER_NAMES)}"
+        )
+
+
+def _tunable(model: BaseEstimator) -> BaseEstimator:
+    """The estimator whose hyperparameters **params override."""
+    if isinstance(model, ResponseClassifier):
+        model = model.estimator
+    return model.steps[-1][1] if isinstance(model, Pipeline) else model
+
+
+def make_classifier(name: str, seed: int = 0, n_jobs: int = 1, **params) -> BaseEstimator:
+    """A fresh, unfitted classifier; `params` override the recipe's hyperparameters."""
+    _check_name(name)
+    default = _FACTORIES[name](seed, n_jobs, {})
+    allowed = set(_tunable(default).get_params(deep=False))
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InputError(
+            f"classifier {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"it takes: {', '.join(sorted(allowed))}"
+        )
+    return _FACTORIES[name](seed, n_jobs, params) if params else default
+
+
+def describe_classifier(name: str) -> str:
+    _check_name(name)
+    return _DESCRIPTIONS[name]

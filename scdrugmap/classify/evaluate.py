@@ -1,0 +1,204 @@
+"""Evaluation runs: SQL selection -> stored embeddings -> split -> fit -> metrics.
+
+Everything a run needs to be reproduced goes into the store with it: the split
+(every fold's cells, in `splits/<split_id>.npz`), the classifier and its seed,
+the selection, and every held-out prediction, next to per-fold metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scdrugmap.classify.classifiers import make_classifier
+from scdrugmap.classify.metrics import compute_metrics
+from scdrugmap.classify.splits import SplitPlan, make_split
+from scdrugmap.embed.provenance import canonical_json, package_versions, utc_now
+from scdrugmap.errors import InputError
+from scdrugmap.progress import progress_bar
+from scdrugmap.store.catalog import connect
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    embedding: str
+    classifier: str
+    split: str
+    n_cells: int
+    cell_level: bool
+    note: str | None
+    seconds: float
+    results: pd.DataFrame
+
+
+def _split_id(plan: SplitPlan, cells: pd.DataFrame) -> str:
+    digest = hashlib.sha256()
+    digest.update(canonical_json({"kind": plan.kind, "params": plan.params}).encode())
+    digest.update(cells["dataset_id"].to_numpy(dtype=str).astype("U64").tobytes())
+    digest.update(cells["cell_index"].to_numpy(dtype=np.int64).tobytes())
+    return f"{plan.kind}-{digest.hexdigest()[:16]}"
+
+
+def _save_split(store_path: Path, split_id: str, plan: SplitPlan, cells: pd.DataFrame) -> None:
+    """Keep every fold's exact cells so the run can be repeated or audited."""
+    path = store_path / "splits" / f"{split_id}.npz"
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "dataset_id": cells["dataset_id"].to_numpy(dtype=str),
+        "cell_index": cells["cell_index"].to_numpy(dtype=np.int64),
+        "fold_names": np.array([f.name for f in plan.folds], dtype=str),
+    }
+    for fold in plan.folds:
+        arrays[f"fold{fold.index}_train"] = fold.train
+        arrays[f"fold{fold.index}_test"] = fold.test
+    partial = path.with_suffix(".partial.npz")
+    np.savez_compressed(partial, **arrays)
+    os.replace(partial, path)
+
+
+def _metric_rows(
+    run_id: str, fold, scope: str, dataset_id: str | None, y: np.ndarray, prob: np.ndarray
+) -> list[dict]:
+    return [
+        {
+            "run_id": run_id,
+            "fold": fold.index,
+            "fold_name": fold.name,
+            "scope": scope,
+            "dataset_id": dataset_id,
+            "metric": name,
+            "value": value.value,
+            "reason": value.reason,
+            "n_train": len(fold.train),
+            "n_test": len(y),
+        }
+        for name, value in compute_metrics(y, prob).items()
+    ]
+
+
+def evaluate(
+    store,
+    embedding: str,
+    classifier: str,
+    split: str,
+    *,
+    where: str | None = None,
+    n_folds: int = 5,
+    shots: int = 5,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> RunRecord:
+    started = time.perf_counter()
+    make_classifier(classifier, seed=seed)
+    cells = store.cells(where, columns=("dataset_id", "cell_index", "sample", "label"))
+    if cells.empty:
+        raise InputError(
+            "the selection holds no labelled cells"
+            + (f" (--where {where!r})" if where else "")
+            + "; check it with `scdrugmap sql`"
+        )
+    features = store.load_embedding(embedding, cells)
+    labels = (cells["label"] == "sensitive").to_numpy(dtype=np.int8)
+    datasets = cells["dataset_id"].to_numpy(dtype=str)
+    samples = (cells["dataset_id"] + "/" + cells["sample"]).to_numpy(dtype=str)
+    plan = make_split(split, labels, samples, datasets, n_folds=n_folds, shots=shots, seed=seed)
+    run_id = f"run-{utc_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    results, predictions = [], []
+    with progress_bar(
+        show_progress, len(plan.folds), f"{embedding} × {classifier} × {split}", unit="folds"
+    ) as advance:
+        for fold in plan.folds:
+            model = make_classifier(classifier, seed=seed, n_jobs=os.cpu_count() or 1)
+            model.fit(features[fold.train], labels[fold.train])
+            sensitive_column = list(model.classes_).index(1)
+            prob = model.predict_proba(features[fold.test])[:, sensitive_column]
+            y = labels[fold.test]
+            results += _metric_rows(run_id, fold, "pooled", None, y, prob)
+            test_datasets = datasets[fold.test]
+            for dataset_id in np.unique(test_datasets):
+                mask = test_datasets == dataset_id
+                results += _metric_rows(
+                    run_id, fold, "dataset", str(dataset_id), y[mask], prob[mask]
+                )
+            predictions.append(
+                pd.DataFrame(
+                    {
+                        "run_id": run_id,
+                        "fold": fold.index,
+                        "dataset_id": datasets[fold.test],
+                        "cell_index": cells["cell_index"].to_numpy()[fold.test],
+                        "label": y,
+                        "prob_sensitive": prob.astype(np.float32),
+                        "predicted": (prob >= 0.5).astype(np.int8),
+                    }
+                )
+            )
+            advance(1)
+    split_id = _split_id(plan, cells)
+    _save_split(store.path, split_id, plan, cells)
+    seconds = time.perf_counter() - started
+    run = {
+        "run_id": run_id,
+        "kind": "evaluate",
+        "embedding": embedding,
+        "classifier": classifier,
+        "split": split,
+        "split_id": split_id,
+        "selection": where,
+        "seed": seed,
+        "params": canonical_json({"n_folds": n_folds, "shots": shots, **plan.params}),
+        "n_cells": len(cells),
+        "n_folds": len(plan.folds),
+        "cell_level": plan.cell_level,
+        "note": plan.note,
+        "seconds": seconds,
+        "versions": canonical_json(package_versions()),
+        "created_at": utc_now(),
+    }
+    split_row = {
+        "split_id": split_id,
+        "kind": plan.kind,
+        "n_folds": len(plan.folds),
+        "n_cells": len(cells),
+        "cell_level": plan.cell_level,
+        "note": plan.note,
+        "params": canonical_json(plan.params),
+        "selection": where,
+        "created_at": utc_now(),
+    }
+    results_frame = pd.DataFrame(results)
+    with connect(store.catalog_path, write=True) as con:
+        con.register("new_run", pd.DataFrame([run]))
+        con.register("new_split", pd.DataFrame([split_row]))
+        con.register("new_results", results_frame)
+        con.register("new_predictions", pd.concat(predictions, ignore_index=True))
+        con.execute("BEGIN TRANSACTION")
+        con.execute(
+            "INSERT INTO splits BY NAME SELECT * FROM new_split "
+            "WHERE split_id NOT IN (SELECT split_id FROM splits)"
+        )
+        con.execute("INSERT INTO runs BY NAME SELECT * FROM new_run")
+        con.execute("INSERT INTO results BY NAME SELECT * FROM new_results")
+        con.execute("INSERT INTO predictions BY NAME SELECT * FROM new_predictions")
+        con.execute("COMMIT")
+    return RunRecord(
+        run_id,
+        embedding,
+        classifier,
+        split,
+        len(cells),
+        plan.cell_level,
+        plan.note,
+        seconds,
+        results_frame,
+    )

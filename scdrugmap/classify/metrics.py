@@ -1,0 +1,151 @@
+"""Metrics of one test set, with undefined values reported as NaN and a reason.
+
+A metric that cannot be computed on a test set is NaN with a sentence saying
+why, never 0: a 0 would read as "the classifier failed" when in truth the test
+set could not measure it (DESIGN.md, "Honest evaluation"). Where a class is
+needed, it is the sensitive class (label 1). A cell is predicted sensitive when
+its probability is >= `threshold`.
+
+Rules (tp, fp, fn: sensitive-class counts at the threshold):
+
+- no test cells: every metric NaN.
+- accuracy: defined whenever there are test cells.
+- precision = tp / (tp + fp): NaN when no cell is predicted sensitive.
+- recall = tp / (tp + fn): NaN when the test cells hold no sensitive cell.
+- f1_sensitive = 2 tp / (2 tp + fp + fn): NaN when the test cells hold no
+  sensitive cell (there is nothing to find, as for recall). When sensitive
+  cells exist but none is predicted, it is a real 0: the classifier missed
+  every one of them, which is a failure and not an unmeasurable case.
+- f1_macro (mean of both classes' F1), balanced_accuracy (mean of both
+  classes' recall) and auroc: NaN unless both classes are in the test cells.
+- auprc (average precision of the sensitive class): NaN when the test cells
+  hold no sensitive cell; with only sensitive cells it is 1 by definition.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from scdrugmap.errors import InputError
+
+METRIC_NAMES = (
+    "f1_sensitive",
+    "f1_macro",
+    "auroc",
+    "auprc",
+    "precision",
+    "recall",
+    "balanced_accuracy",
+    "accuracy",
+)
+
+_CLASS_NAMES = {0: "resistant", 1: "sensitive"}
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    value: float
+    reason: str | None
+
+    @classmethod
+    def undefined(cls, reason: str) -> MetricValue:
+        return cls(math.nan, reason)
+
+
+def _f1(tp: int, fp: int, fn: int) -> float:
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+def _validated(y_true: np.ndarray, prob_sensitive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).ravel()
+    prob = np.asarray(prob_sensitive, dtype=np.float64).ravel()
+    if y.shape != prob.shape:
+        raise InputError(
+            f"y_true holds {y.size} labels but prob_sensitive holds {prob.size} values; "
+            "pass one probability per test cell"
+        )
+    if not np.isin(y, (0, 1)).all():
+        raise InputError("y_true must hold only 0 (resistant) and 1 (sensitive)")
+    if not (np.isfinite(prob).all() and (prob >= 0).all() and (prob <= 1).all()):
+        raise InputError("prob_sensitive must hold finite probabilities in [0, 1]")
+    return y.astype(np.int8), prob
+
+
+def compute_metrics(
+    y_true: np.ndarray, prob_sensitive: np.ndarray, threshold: float = 0.5
+) -> dict[str, MetricValue]:
+    """Every metric of METRIC_NAMES for one test set, in that order."""
+    y, prob = _validated(y_true, prob_sensitive)
+    if y.size == 0:
+        return {
+            name: MetricValue.undefined(f"no test cells: {name} undefined") for name in METRIC_NAMES
+        }
+    predicted = prob >= threshold
+    truth = y == 1
+    tp = int(np.sum(predicted & truth))
+    fp = int(np.sum(predicted & ~truth))
+    fn = int(np.sum(~predicted & truth))
+    tn = int(np.sum(~predicted & ~truth))
+    present = sorted({int(v) for v in np.unique(y)})
+    one_class = (
+        f"test cells hold only class {_CLASS_NAMES[present[0]]}" if len(present) == 1 else None
+    )
+    no_sensitive = "test cells hold no sensitive cell" if fn + tp == 0 else None
+
+    metrics: dict[str, MetricValue] = {}
+    metrics["f1_sensitive"] = (
+        MetricValue.undefined(f"{no_sensitive}: F1 of the sensitive class undefined")
+        if no_sensitive
+        else MetricValue(_f1(tp, fp, fn), None)
+    )
+    if one_class:
+        for name, label in (("f1_macro", "macro F1"), ("auroc", "AUROC")):
+            metrics[name] = MetricValue.undefined(f"{one_class}: {label} undefined")
+    else:
+        metrics["f1_macro"] = MetricValue((_f1(tp, fp, fn) + _f1(tn, fn, fp)) / 2, None)
+        metrics["auroc"] = MetricValue(float(roc_auc_score(y, prob)), None)
+    metrics["auprc"] = (
+        MetricValue.undefined(f"{no_sensitive}: AUPRC undefined")
+        if no_sensitive
+        else MetricValue(float(average_precision_score(y, prob)), None)
+    )
+    metrics["precision"] = (
+        MetricValue.undefined(
+            f"no test cell predicted sensitive at threshold {threshold:g}: precision undefined"
+        )
+        if tp + fp == 0
+        else MetricValue(tp / (tp + fp), None)
+    )
+    metrics["recall"] = (
+        MetricValue.undefined(f"{no_sensitive}: recall undefined")
+        if no_sensitive
+        else MetricValue(tp / (tp + fn), None)
+    )
+    metrics["balanced_accuracy"] = (
+        MetricValue.undefined(f"{one_class}: balanced accuracy undefined")
+        if one_class
+        else MetricValue((tp / (tp + fn) + tn / (tn + fp)) / 2, None)
+    )
+    metrics["accuracy"] = MetricValue((tp + tn) / y.size, None)
+    return {name: metrics[name] for name in METRIC_NAMES}
+
+
+def mean_sem(values: Sequence[float]) -> tuple[float, float, int]:
+    """NaN-ignoring mean, standard error of the mean (ddof=1) and the count used.
+
+    Undefined fold values are left out rather than counted as 0; the count says
+    how many folds the mean rests on. The s.e.m. is NaN below two values.
+    """
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[~np.isnan(finite)]
+    n = int(finite.size)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = float(finite.mean())
+    sem = float(finite.std(ddof=1) / math.sqrt(n)) if n >= 2 else math.nan
+    return mean, sem, n

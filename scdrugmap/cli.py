@@ -1,0 +1,712 @@
+"""The `scdrugmap` command: parse, call the library, print.
+
+Heavy libraries (anndata, zarr, scikit-learn, LightGBM, torch) are imported
+inside the commands that need them, so `--help`, `sql`, `datasets` and
+`results` start in well under a second on a laptop.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from scdrugmap.errors import ScdrugmapError
+
+STORE_HELP = "Store directory (default: $SCDRUGMAP_STORE or ./scdrugmap-store)."
+
+
+def _store(ctx: click.Context):
+    from scdrugmap.store.store import Store
+
+    return Store(ctx.obj["store"])
+
+
+def _csv_list(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _print_frame(frame, as_json: bool, title: str | None = None) -> None:
+    """A DataFrame as a rich table for people, or JSON records for scripts."""
+    if as_json:
+        click.echo(frame.to_json(orient="records", date_format="iso", default_handler=str))
+        return
+    _print_rows(list(frame.columns), list(frame.itertuples(index=False)), False, title)
+
+
+def _print_rows(columns: list[str], rows: list, as_json: bool, title: str | None = None) -> None:
+    """Rows as a rich table or as JSON records; needs neither pandas nor numpy."""
+    if as_json:
+        records = [dict(zip(columns, row)) for row in rows]
+        click.echo(json.dumps(records, default=_json_default))
+        return
+    if not rows:
+        click.echo(f"{title or 'result'}: nothing yet")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(str(column), overflow="fold")
+    for row in rows:
+        table.add_row(*("" if _is_missing(v) else str(v) for v in row))
+    Console().print(table)
+
+
+def _json_default(value):
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _catalog(ctx: click.Context) -> Path:
+    from scdrugmap.store.location import CATALOG_NAME, default_store_path
+
+    return (ctx.obj["store"] or default_store_path()) / CATALOG_NAME
+
+
+def _catalog_rows(ctx: click.Context, query: str, limit: int | None = None):
+    """Run a read-only query on the store's catalog by the fast path (no pandas)."""
+    from scdrugmap.errors import StoreError
+    from scdrugmap.store.sql import query_rows
+
+    catalog = _catalog(ctx)
+    path = catalog.parent
+    if not catalog.exists():
+        raise StoreError(
+            f"{path}: no scdrugmap store here; run `scdrugmap --store {path} ingest ...` "
+            "first, or point --store / $SCDRUGMAP_STORE at one"
+        )
+    return query_rows(catalog, query, limit)
+
+
+def _is_missing(value) -> bool:
+    try:
+        return value is None or value != value
+    except (TypeError, ValueError):
+        return False
+
+
+class _Group(click.Group):
+    """Turns the library's user-facing errors into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ScdrugmapError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--store",
+    "store",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=STORE_HELP,
+)
+@click.version_option(package_name="scdrugmap")
+@click.pass_context
+def main(ctx: click.Context, store: Path | None) -> None:
+    """Predict drug response (sensitive / resistant) of single cancer cells.
+
+    Ingest scRNA-seq data sets into a store, embed them (baselines or
+    single-cell foundation models), then train and evaluate classifiers on the
+    stored embeddings with honest, sample-grouped splits. Start with
+    `scdrugmap demo`.
+    """
+    ctx.obj = {"store": store}
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("scdrugmap-demo"),
+    show_default=True,
+    help="Directory for the demo's data, store and report (rebuilt each time).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated data.")
+@click.option(
+    "--scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Multiplies the number of generated cells.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def demo(out: Path, seed: int, scale: float, as_json: bool) -> None:
+    """Run the whole pipeline on the built-in generated data set.
+
+    Generates three drug-response data sets, ingests them, embeds them with
+    the pca and hvg baselines, evaluates logreg, lightgbm and mlp with pooled
+    and cross-dataset splits, prints the results table and writes an HTML
+    report to OUT/report/index.html.
+    """
+    from scdrugmap.demo_run import run_demo
+
+    outcome = run_demo(out, seed=seed, scale=scale, show_progress=not as_json)
+    _print_results(outcome.store, as_json, scope="pooled")
+    if not as_json:
+        click.echo(f"store: {outcome.store.path}")
+        click.echo(f"report: {outcome.report}")
+        click.echo(f"took {outcome.seconds:.1f} s")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--dataset", "dataset_id", required=True, help="Identifier of the new data set.")
+@click.option(
+    "--sample",
+    "samples",
+    multiple=True,
+    help="Sample name of each file, in file order (repeat per file).",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    type=click.Choice(["sensitive", "resistant"]),
+    help="Label of each file's cells, in file order (repeat per file).",
+)
+@click.option("--label-column", help="Column holding labels, for files that carry them.")
+@click.option(
+    "--sensitive",
+    "sensitive_values",
+    help="Label-column value(s) meaning sensitive, comma-separated.",
+)
+@click.option(
+    "--resistant",
+    "resistant_values",
+    help="Label-column value(s) meaning resistant, comma-separated.",
+)
+@click.option("--sample-column", help="Column holding each cell's sample.")
+@click.option("--drug", help="Drug the cells were exposed to.")
+@click.option("--cancer-type", help='Cancer type, e.g. "lung adenocarcinoma".')
+@click.option("--tissue", help='Tissue or source, e.g. "cell line".')
+@click.option("--therapy", help="Therapy type, e.g. targeted, chemotherapy, immunotherapy.")
+@click.option("--regimen", help="Regimen, e.g. monotherapy or a combination.")
+@click.option("--species", default="human", show_default=True, help="Species of the cells.")
+@click.option("--meta", "meta", multiple=True, help="Free metadata KEY=VALUE (repeatable).")
+@click.option(
+    "--orientation",
+    type=click.Choice(["auto", "genes-by-cells", "cells-by-genes"]),
+    default="auto",
+    show_default=True,
+    help="Layout of delimited tables.",
+)
+@click.option(
+    "--values",
+    "values",
+    type=click.Choice(["counts", "normalized"]),
+    default="counts",
+    show_default=True,
+    help="counts: raw integer counts (required by foundation models); normalized: "
+    "already normalised or z-scored values (baselines only).",
+)
+@click.option("--replace", is_flag=True, help="Overwrite a data set with the same identifier.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new data set as JSON.")
+@click.pass_context
+def ingest(
+    ctx,
+    files,
+    dataset_id,
+    samples,
+    labels,
+    label_column,
+    sensitive_values,
+    resistant_values,
+    sample_column,
+    drug,
+    cancer_type,
+    tissue,
+    therapy,
+    regimen,
+    species,
+    meta,
+    orientation,
+    values,
+    replace,
+    as_json,
+) -> None:
+    """Add a data set built from one or more FILES to the store.
+
+    FILES may be .h5ad, 10x (matrix directory or .h5) or delimited tables
+    (.tsv/.csv/.txt, optionally .gz) with genes as rows or as columns. Each
+    file is one sample with one label (--sample/--label per file), or the
+    files carry labels in a column (--label-column with --sensitive and
+    --resistant). The data set is validated in full before anything is
+    written; a failure leaves the store as it was.
+
+    \b
+    Example (PC9 cells, untreated = sensitive, erlotinib survivors = resistant):
+      scdrugmap ingest Day11_control.txt.gz Day11_Erlotinib.txt.gz --dataset pc9 \\
+        --sample control --sample erlotinib --label sensitive --label resistant \\
+        --drug erlotinib --cancer-type "lung adenocarcinoma" --tissue "cell line" \\
+        --therapy targeted
+    """
+    import pandas as pd
+
+    from scdrugmap.data.prepare import IngestOptions
+    from scdrugmap.errors import InputError
+
+    meta_pairs = {}
+    for item in meta:
+        if "=" not in item:
+            raise InputError(f"--meta {item!r}: give KEY=VALUE")
+        k, v = item.split("=", 1)
+        meta_pairs[k.strip()] = v.strip()
+    options = IngestOptions(
+        dataset_id=dataset_id,
+        samples=list(samples),
+        labels=list(labels),
+        label_column=label_column,
+        sensitive_values=_csv_list(sensitive_values),
+        resistant_values=_csv_list(resistant_values),
+        sample_column=sample_column,
+        drug=drug,
+        cancer_type=cancer_type,
+        tissue=tissue,
+        therapy=therapy,
+        regimen=regimen,
+        species=species,
+        meta=meta_pairs,
+        orientation=orientation,
+        values=values,
+    )
+    row = _store(ctx).ingest(files, options, replace=replace)
+    if as_json:
+        _print_frame(pd.DataFrame([row]), True)
+        return
+    click.echo(
+        f"ingested {row['dataset_id']}: {row['n_cells']} cells × {row['n_genes']} genes, "
+        f"{row['n_samples']} samples, {row['n_sensitive']} sensitive / "
+        f"{row['n_resistant']} resistant / {row['n_unknown']} unknown "
+        f"(gene identifiers: {row['gene_id_type']})"
+    )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
+@click.pass_context
+def datasets(ctx, as_json: bool) -> None:
+    """List data sets: cells, genes, labels, samples and metadata."""
+    frame = _store(ctx).datasets()
+    if not as_json and not frame.empty:
+        frame = frame[
+            [
+                "dataset_id",
+                "n_cells",
+                "n_genes",
+                "n_samples",
+                "n_sensitive",
+                "n_resistant",
+                "n_unknown",
+                "drug",
+                "cancer_type",
+                "tissue",
+                "therapy",
+                "value_type",
+                "gene_id_type",
+            ]
+        ]
+    _print_frame(frame, as_json, "data sets")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
+def models(as_json: bool) -> None:
+    """List the embedders and the files each checkpoint directory must hold."""
+    import pandas as pd
+
+    from scdrugmap.embed.registry import MODELS
+
+    frame = pd.DataFrame(
+        [
+            {
+                "model": spec.name,
+                "description": spec.description,
+                "checkpoint": "fitted in the store (no checkpoint)"
+                if spec.fitted_in_store
+                else ", ".join(spec.checkpoint_files),
+            }
+            for spec in MODELS.values()
+        ]
+    )
+    _print_frame(frame, as_json, "models")
+
+
+def _parse_params(params: tuple[str, ...]) -> dict:
+    from scdrugmap.errors import InputError
+
+    parsed = {}
+    for item in params:
+        if "=" not in item:
+            raise InputError(f"--param {item!r}: give KEY=VALUE, e.g. --param n_components=30")
+        key, raw = item.split("=", 1)
+        try:
+            parsed[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = raw
+    return parsed
+
+
+@main.command()
+@click.option("--model", required=True, help="Embedder name (see `scdrugmap models`).")
+@click.option(
+    "--datasets",
+    "dataset_ids",
+    default="all",
+    show_default=True,
+    help="Comma-separated data set ids, or 'all'.",
+)
+@click.option("--key", help="Embedding key in the store (default: the model's name).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Checkpoint directory of a foundation model, in its published layout.",
+)
+@click.option(
+    "--fit-on",
+    help="Baselines: data sets to fit on when the key is new "
+    "(default: the data sets being embedded).",
+)
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Cells per chunk: the unit of streaming, writing and resuming.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Stored precision.",
+)
+@click.option("--device", default="cpu", show_default=True, help="Device for foundation models.")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    help="Model setting KEY=VALUE, e.g. n_components=30, n_top_genes=3000.",
+)
+@click.option("--replace", is_flag=True, help="Delete this key (and its fit) first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def embed(
+    ctx,
+    model,
+    dataset_ids,
+    key,
+    checkpoint,
+    fit_on,
+    chunk_size,
+    dtype,
+    device,
+    params,
+    replace,
+    as_json,
+) -> None:
+    """Embed data sets into the store, chunk by chunk; reruns resume.
+
+    The pca and hvg baselines are fitted once, on --fit-on (or the data sets
+    embedded the first time the key is used), and that fit is then applied
+    unchanged to every later data set under the same key.
+    """
+    summary = _store(ctx).embed(
+        model,
+        dataset_ids,
+        key=key,
+        checkpoint=checkpoint,
+        fit_on=fit_on,
+        chunk_size=chunk_size,
+        dtype=dtype,
+        replace=replace,
+        show_progress=not as_json,
+        device=device,
+        **_parse_params(params),
+    )
+    record = {
+        "key": summary.key,
+        "model": summary.model,
+        "datasets": summary.datasets,
+        "cells_embedded": summary.cells_embedded,
+        "chunks_written": summary.chunks_written,
+        "chunks_already_done": summary.chunks_resumed,
+        "seconds": round(summary.seconds, 3),
+        "cells_per_second": round(summary.cells_per_second, 1) if summary.cells_embedded else None,
+    }
+    if as_json:
+        click.echo(json.dumps(record))
+    else:
+        click.echo(
+            f"{summary.key}: embedded {summary.cells_embedded} cells of "
+            f"{', '.join(summary.datasets)} in {summary.seconds:.1f} s "
+            f"({summary.chunks_resumed} chunks already done)"
+        )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
+@click.pass_context
+def embeddings(ctx, as_json: bool) -> None:
+    """List stored embeddings with provenance and completeness."""
+    frame = _store(ctx).embeddings()
+    if not as_json and not frame.empty:
+        frame = frame.assign(
+            chunks=frame["chunks_done"].astype(str) + "/" + frame["n_chunks"].astype(str),
+            weights=frame["weights_sha256"].str[:12],
+            coverage=frame["mean_coverage"].round(3),
+        )[
+            [
+                "key",
+                "dataset_id",
+                "model",
+                "dim",
+                "dtype",
+                "n_cells",
+                "chunks",
+                "complete",
+                "coverage",
+                "weights",
+                "settings_hash",
+                "created_at",
+            ]
+        ]
+    _print_frame(frame, as_json, "embeddings")
+
+
+@main.command()
+@click.argument("query")
+@click.option("--limit", type=int, default=None, help="At most this many rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
+@click.pass_context
+def sql(ctx, query: str, limit: int | None, as_json: bool) -> None:
+    """Run a read-only SQL QUERY over the catalog.
+
+    Tables: datasets, cells, embeddings, splits, runs, results, predictions;
+    view cell_meta (cells joined with their data set's metadata). Statements
+    that write are refused.
+
+    \b
+    Example:
+      scdrugmap sql "SELECT dataset_id, label, count(*) FROM cells GROUP BY ALL"
+    """
+    columns, rows = _catalog_rows(ctx, query, limit)
+    _print_rows(columns, rows, as_json)
+
+
+_EVAL_OPTIONS = [
+    click.option(
+        "--where",
+        help="SQL condition on cell_meta selecting the cells, e.g. \"drug = 'erlotinib'\".",
+    ),
+    click.option(
+        "--folds",
+        "n_folds",
+        type=int,
+        default=5,
+        show_default=True,
+        help="Folds of the pooled split.",
+    ),
+    click.option(
+        "--shots",
+        type=int,
+        default=5,
+        show_default=True,
+        help="Labelled target cells per class in the few-shot split.",
+    ),
+    click.option(
+        "--seed", type=int, default=0, show_default=True, help="Seed of splits and models."
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+]
+
+
+def _eval_options(command):
+    for option in reversed(_EVAL_OPTIONS):
+        command = option(command)
+    return command
+
+
+@main.command()
+@click.option("--embedding", required=True, help="Embedding key.")
+@click.option("--classifier", required=True, help="logreg, lightgbm, mlp or knn.")
+@click.option("--split", required=True, help="pooled, cross-dataset or few-shot.")
+@_eval_options
+@click.pass_context
+def evaluate(ctx, embedding, classifier, split, where, n_folds, shots, seed, as_json) -> None:
+    """Cross-validate one classifier on one stored embedding.
+
+    Splits never put cells of one sample (pooled) or one data set
+    (cross-dataset) on both sides; where a selection has too few samples the
+    run falls back to cell-level folds and says so.
+    """
+    store = _store(ctx)
+    record = store.evaluate(
+        embedding,
+        classifier,
+        split,
+        where=where,
+        n_folds=n_folds,
+        shots=shots,
+        seed=seed,
+        show_progress=not as_json,
+    )
+    _report_run(record, as_json)
+
+
+def _report_run(record, as_json: bool) -> None:
+    from scdrugmap.report.tables import results_table
+
+    frame = record.results.assign(
+        embedding=record.embedding, classifier=record.classifier, split=record.split
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "run_id": record.run_id,
+                    "n_cells": record.n_cells,
+                    "cell_level": record.cell_level,
+                    "note": record.note,
+                    "seconds": round(record.seconds, 3),
+                    "results": json.loads(frame.to_json(orient="records")),
+                }
+            )
+        )
+        return
+    if record.note:
+        click.echo(f"note: {record.note}")
+    _print_frame(results_table(frame), False, f"{record.run_id} ({record.n_cells} cells)")
+
+
+@main.command()
+@click.option(
+    "--embeddings", "embedding_keys", required=True, help="Comma-separated embedding keys."
+)
+@click.option("--classifiers", required=True, help="Comma-separated classifiers.")
+@click.option("--splits", required=True, help="Comma-separated splits.")
+@_eval_options
+@click.pass_context
+def benchmark(
+    ctx, embedding_keys, classifiers, splits, where, n_folds, shots, seed, as_json
+) -> None:
+    """Evaluate every embedding × classifier × split and print the results table.
+
+    A combination that cannot run (say, cross-dataset with one data set) is
+    reported and skipped; the exit code is then 1.
+    """
+    store = _store(ctx)
+    failures = []
+    for embedding_key in _csv_list(embedding_keys):
+        for classifier in _csv_list(classifiers):
+            for split in _csv_list(splits):
+                try:
+                    record = store.evaluate(
+                        embedding_key,
+                        classifier,
+                        split,
+                        where=where,
+                        n_folds=n_folds,
+                        shots=shots,
+                        seed=seed,
+                        show_progress=not as_json,
+                    )
+                except ScdrugmapError as error:
+                    failures.append(f"{embedding_key} × {classifier} × {split}: {error}")
+                    continue
+                if record.note and not as_json:
+                    click.echo(f"note ({embedding_key} × {classifier} × {split}): {record.note}")
+    _print_results(store, as_json, scope="pooled")
+    for failure in failures:
+        click.echo(f"skipped: {failure}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+def _print_results(store, as_json: bool, scope: str) -> None:
+    from scdrugmap.report.tables import results_table, summarise
+
+    results = store.results()
+    if as_json:
+        frame = summarise(results, scope=scope) if not results.empty else results
+        _print_frame(frame, True)
+        return
+    _print_frame(
+        results_table(results) if not results.empty else results,
+        False,
+        "results: mean ± s.e.m. over folds (all test cells of each fold)",
+    )
+
+
+@main.command()
+@click.option(
+    "--scope",
+    type=click.Choice(["pooled", "dataset"]),
+    default="pooled",
+    show_default=True,
+    help="pooled: all test cells of a fold; dataset: per data set.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON records (summary per row).")
+@click.pass_context
+def results(ctx, scope: str, as_json: bool) -> None:
+    """The results table: mean ± s.e.m. per (embedding, classifier, split).
+
+    Only the latest run of each combination (and selection) is shown.
+    """
+    store = _store(ctx)
+    frame = store.results()
+    if scope == "pooled" or frame.empty:
+        _print_results(store, as_json, scope)
+        return
+    from scdrugmap.report.tables import summarise
+
+    _print_frame(summarise(frame, scope="dataset").round(3), as_json, "results per data set")
+
+
+@main.command()
+@click.option("--embedding", required=True, help="Embedding key.")
+@click.option("--dataset", "dataset_id", required=True, help="Data set id.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output .h5ad path.",
+)
+@click.pass_context
+def export(ctx, embedding: str, dataset_id: str, out: Path) -> None:
+    """Write a data set as .h5ad with the embedding in .obsm["X_<KEY>"].
+
+    obs_names are the cells' barcodes in store order and .obs holds the cell
+    metadata (sample, label, counts, vocabulary coverage).
+    """
+    path = _store(ctx).export(embedding, dataset_id, out)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report directory (default: <store>/report).",
+)
+@click.pass_context
+def report(ctx, out: Path | None) -> None:
+    """Write an HTML report with figures of the latest results."""
+    store = _store(ctx)
+    path = store.report(out or store.path / "report")
+    click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
