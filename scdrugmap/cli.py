@@ -53,7 +53,8 @@ def _print_rows(columns: list[str], rows: list, as_json: bool, title: str | None
         table.add_column(str(column), overflow="fold")
     for row in rows:
         table.add_row(*("" if _is_missing(v) else str(v) for v in row))
-    Console().print(table)
+    # Piped output has no terminal width; do not squeeze tables into 80 columns.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def _json_default(value):
@@ -478,7 +479,6 @@ def embeddings(ctx, as_json: bool) -> None:
                 "coverage",
                 "weights",
                 "settings_hash",
-                "created_at",
             ]
         ]
     _print_frame(frame, as_json, "embeddings")

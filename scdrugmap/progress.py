@@ -28,7 +28,9 @@ def progress_bar(
     class RateColumn(ProgressColumn):
         def render(self, task) -> Text:
             speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} {unit}/s" if speed else f"? {unit}/s")
+            if not speed:
+                return Text(f"? {unit}/s")
+            return Text(f"{speed:,.0f} {unit}/s" if speed >= 10 else f"{speed:.2f} {unit}/s")
 
     columns = (
         TextColumn("{task.description}"),

@@ -50,10 +50,12 @@ SCOPES = ("pooled", "dataset")
 _REQUIRED = (*CONFIG, "fold", "scope", "dataset_id", "metric", "value", "reason")
 
 
-def _keys(scope: str) -> list[str]:
+def _keys(scope: str, columns: Iterable[str]) -> list[str]:
+    """Grouping keys; runs on different cell selections (`--where`) are never pooled."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    return [*CONFIG, "dataset_id"] if scope == "dataset" else list(CONFIG)
+    config = [*CONFIG, "selection"] if "selection" in set(columns) else list(CONFIG)
+    return [*config, "dataset_id"] if scope == "dataset" else config
 
 
 def _metric_order(names: Iterable[str]) -> list[str]:
@@ -110,8 +112,10 @@ def summarise(results: pd.DataFrame, scope: str = "pooled") -> pd.DataFrame:
     `notes` (each NaN reason with its metric and fold count). NaN folds are left
     out of mean and s.e.m. (ddof=1); the s.e.m. is NaN below two finite folds.
     """
-    keys = _keys(scope)
+    keys = _keys(scope, results.columns)
     rows = _scope_rows(results, scope)
+    if "selection" in keys:
+        rows["selection"] = rows["selection"].fillna("")
     folds = _fold_columns(rows)
     if rows.empty:
         return pd.DataFrame(columns=[*keys, "n_folds", "nan_folds", "notes"])
@@ -147,7 +151,9 @@ def table_from_summary(
     summary: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, digits: int = 3
 ) -> pd.DataFrame:
     """Display strings from a `summarise` frame; rows keep the summary's index, for styling."""
-    keys = [k for k in (*CONFIG, "dataset_id") if k in summary.columns]
+    keys = [k for k in (*CONFIG, "selection", "dataset_id") if k in summary.columns]
+    if "selection" in keys and not summary["selection"].fillna("").astype(bool).any():
+        keys.remove("selection")
     table = summary[keys].copy()
     table["folds"] = summary["n_folds"]
     for metric in metrics:

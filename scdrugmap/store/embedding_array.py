@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -111,58 +112,71 @@ class EmbeddingArray:
         """Whether chunks are plain little-endian bytes (no compression).
 
         Then a chunk file is, by the zarr v3 spec, the rows in C order, and
-        rows can be read from it straight into the caller's array: one copy
-        from the page cache instead of zarr's decode-then-copy.
+        rows are copied from a memory map of it straight into the caller's
+        array: one copy from the page cache instead of zarr's read-then-copy.
         """
         codecs = self._x.metadata.to_dict().get("codecs", [])
         little = self._x.dtype.byteorder in "<=|"
-        return little and codecs == [{"name": "bytes", "configuration": {"endian": "little"}}]
+        return little and list(codecs) == [{"name": "bytes", "configuration": {"endian": "little"}}]
 
     def _chunk_file(self, chunk: int) -> Path:
         return self.path / "X" / self._x.metadata.encode_chunk_key((chunk, 0))
 
+    def _mapped_chunk(self, chunk: int) -> np.ndarray:
+        start, stop = self.chunk_bounds(chunk)
+        return np.memmap(
+            self._chunk_file(chunk),
+            dtype=self._x.dtype,
+            mode="r",
+            shape=(stop - start, self.shape[1]),
+        )
+
     def _read_span(self, first: int, stop: int, out: np.ndarray) -> None:
-        """Rows first..stop-1 into `out` (same dtype as the array, C-contiguous)."""
+        """Rows first..stop-1 into `out`, chunk by chunk."""
         if not self._raw_chunks:
             out[:] = self._x[first:stop]
             return
-        row_bytes = self.shape[1] * self._x.dtype.itemsize
-        view = memoryview(out.reshape(-1).view(np.uint8))
         position = first
         while position < stop:
             chunk = position // self.chunk_size
             chunk_start, chunk_stop = self.chunk_bounds(chunk)
             end = min(stop, chunk_stop)
-            with self._chunk_file(chunk).open("rb") as handle:
-                handle.seek((position - chunk_start) * row_bytes)
-                offset = (position - first) * row_bytes
-                handle.readinto(view[offset : offset + (end - position) * row_bytes])
+            mapped = self._mapped_chunk(chunk)
+            out[position - first : end - first] = mapped[position - chunk_start : end - chunk_start]
+            del mapped
             position = end
 
-    def read_rows(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Rows at sorted positions, in reads of bounded size.
+    def _gather_raw(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """Scattered rows copied out of memory-mapped chunk files, one chunk at a time."""
+        chunk_of = rows // self.chunk_size
+        breaks = np.flatnonzero(np.diff(chunk_of)) + 1
+        for lo, hi in pairwise(np.r_[0, breaks, len(rows)]):
+            chunk = int(chunk_of[lo])
+            mapped = self._mapped_chunk(chunk)
+            out[lo:hi] = mapped[rows[lo:hi] - self.chunk_bounds(chunk)[0]]
+            del mapped
 
-        A contiguous stretch of rows is read directly into `out`; scattered
-        rows are taken from bounded spans, each touched chunk read once.
+    def read_rows(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows at sorted positions, into `out` (float32 unless given).
+
+        Contiguous stretches are copied straight across; scattered rows are
+        gathered chunk by chunk; without raw chunks, zarr reads spans of
+        bounded size.
         """
-        dim, dtype = self.shape[1], self._x.dtype
+        dim = self.shape[1]
         if out is None:
             out = np.empty((len(rows), dim), dtype=np.float32)
-        if len(rows) == 0:
-            return out
-        row_bytes = dim * dtype.itemsize
-        span_rows = max(self.chunk_size, READ_BLOCK_BYTES // row_bytes)
-        direct = out.dtype == dtype and out.flags.c_contiguous
+        span_rows = max(self.chunk_size, READ_BLOCK_BYTES // (dim * self._x.dtype.itemsize))
         lo = 0
         while lo < len(rows):
             first = int(rows[lo])
             hi = int(np.searchsorted(rows, first + span_rows))
             last = int(rows[hi - 1])
-            if last - first + 1 == hi - lo and direct:
+            if last - first + 1 == hi - lo:
                 self._read_span(first, last + 1, out[lo:hi])
+            elif self._raw_chunks:
+                self._gather_raw(rows[lo:hi], out[lo:hi])
             else:
-                span = np.empty((last - first + 1, dim), dtype=dtype)
-                self._read_span(first, last + 1, span)
-                out[lo:hi] = span[rows[lo:hi] - first]
+                out[lo:hi] = self._x[first : last + 1][rows[lo:hi] - first]
             lo = hi
         return out
