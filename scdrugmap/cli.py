@@ -298,26 +298,16 @@ def ingest(
 @click.pass_context
 def datasets(ctx, as_json: bool) -> None:
     """List data sets: cells, genes, labels, samples and metadata."""
-    frame = _store(ctx).datasets()
-    if not as_json and not frame.empty:
-        frame = frame[
-            [
-                "dataset_id",
-                "n_cells",
-                "n_genes",
-                "n_samples",
-                "n_sensitive",
-                "n_resistant",
-                "n_unknown",
-                "drug",
-                "cancer_type",
-                "tissue",
-                "therapy",
-                "value_type",
-                "gene_id_type",
-            ]
-        ]
-    _print_frame(frame, as_json, "data sets")
+    columns = (
+        "*"
+        if as_json
+        else "dataset_id, n_cells, n_genes, n_samples, n_sensitive, n_resistant, n_unknown, "
+        "drug, cancer_type, tissue, therapy, value_type, gene_id_type"
+    )
+    names, rows = [], []
+    if _catalog(ctx).exists():
+        names, rows = _catalog_rows(ctx, f"SELECT {columns} FROM datasets ORDER BY dataset_id")
+    _print_rows(names, rows, as_json, "data sets")
 
 
 @main.command()

@@ -102,17 +102,25 @@ def test_help_everywhere_and_fast_imports() -> None:
     assert loaded.stdout.strip() == ""
 
 
-def test_sql_and_listing_commands_do_not_import_torch_or_sklearn(store: Path) -> None:
+def _modules_loaded_by(store: Path, args: list[str], watched: tuple[str, ...]) -> str:
     probe = (
         "import sys; from click.testing import CliRunner; from scdrugmap.cli import main;"
-        f"r = CliRunner(); s = {str(store)!r};"
-        "[r.invoke(main, ['--store', s, *a], catch_exceptions=False) for a in"
-        " (['sql', 'SELECT 1'], ['datasets'], ['results'])];"
-        "print(','.join(m for m in ('torch', 'sklearn', 'lightgbm') if m in sys.modules))"
+        f"result = CliRunner().invoke(main, ['--store', {str(store)!r}, *{args!r}]);"
+        "assert result.exit_code == 0, result.output;"
+        f"print(','.join(m for m in {watched!r} if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.strip() == ""
+    return loaded.stdout.strip()
+
+
+def test_sql_and_datasets_import_neither_pandas_nor_torch(store: Path) -> None:
+    for args in (["sql", "SELECT 1"], ["datasets"]):
+        assert _modules_loaded_by(store, args, ("torch", "sklearn", "pandas", "zarr")) == ""
+
+
+def test_results_does_not_import_torch_or_sklearn(store: Path) -> None:
+    assert _modules_loaded_by(store, ["results"], ("torch", "sklearn", "lightgbm")) == ""
 
 
 def test_datasets_json(store: Path) -> None:

@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from scdrugmap.errors import InputError
 
@@ -96,6 +95,9 @@ def compute_metrics(
         f"test cells hold only class {_CLASS_NAMES[present[0]]}" if len(present) == 1 else None
     )
     no_sensitive = "test cells hold no sensitive cell" if fn + tp == 0 else None
+
+    # Imported here so that the metric names can be read without loading sklearn.
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
     metrics: dict[str, MetricValue] = {}
     metrics["f1_sensitive"] = (

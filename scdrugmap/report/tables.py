@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from scdrugmap.classify.metrics import METRIC_NAMES
+
 __all__ = [
     "DEFAULT_METRICS",
     "METRICS",
@@ -24,16 +26,7 @@ __all__ = [
     "table_from_summary",
 ]
 
-METRICS = (
-    "f1_sensitive",
-    "f1_macro",
-    "auroc",
-    "auprc",
-    "precision",
-    "recall",
-    "balanced_accuracy",
-    "accuracy",
-)
+METRICS = METRIC_NAMES
 DEFAULT_METRICS = ("f1_sensitive", "f1_macro", "auroc", "auprc", "balanced_accuracy")
 METRIC_LABELS = {
     "f1_sensitive": "F1 (sensitive)",

@@ -1,0 +1,68 @@
+"""What the two baselines share: a saved fit over a panel of genes.
+
+Both are loaded from the fit made when their key was created; they differ
+only in what they fit and in what they do with the panel's expression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from scipy import sparse
+
+from scdrugmap.embed.baselines.expression import panel_matrix, transform
+from scdrugmap.embed.baselines.fit import (
+    FitSource,
+    gene_moments,
+    select_variable_genes,
+    union_genes,
+)
+from scdrugmap.embed.baselines.saved_fit import ARRAYS, SavedFit, file_sha256
+
+
+class FittedBaseline:
+    name = "baseline"
+    defaults: ClassVar[dict] = {}
+    lora_targets: tuple[str, ...] = ()
+    requires_counts = False
+
+    def __init__(self, fit: SavedFit, weights_sha256: str) -> None:
+        self.genes = [str(g) for g in fit.arrays["genes"]]
+        self.settings = fit.settings
+        self.value_type = fit.settings["value_type"]
+        self._weights_sha256 = weights_sha256
+
+    @classmethod
+    def load(cls, checkpoint: Path, device: str = "cpu", dtype: str = "float32"):
+        return cls(SavedFit.load(checkpoint), file_sha256(checkpoint / ARRAYS))
+
+    @classmethod
+    def variable_panel(cls, sources: Sequence[FitSource], options: dict) -> tuple[dict, list[str]]:
+        """Settings (defaults, options, provenance of the fit) and the chosen genes."""
+        settings = {**cls.defaults, **{k: v for k, v in options.items() if v is not None}}
+        value_type = sources[0].value_type
+        genes = union_genes(sources)
+        mean, var, n_cells = gene_moments(
+            sources, genes, settings["max_fit_cells"], settings["seed"]
+        )
+        panel = select_variable_genes(genes, mean, var, settings["n_top_genes"], value_type)
+        settings.update(
+            n_top_genes=len(panel),
+            value_type=value_type,
+            fit_datasets=[s.dataset_id for s in sources],
+            fit_cells=n_cells,
+        )
+        return settings, panel
+
+    def gene_vocabulary(self) -> set[str]:
+        return set(self.genes)
+
+    def expression(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> np.ndarray:
+        """Normalised expression of the panel genes, dense (cells, panel)."""
+        return panel_matrix(transform(counts, self.value_type), genes, self.genes)
+
+    def provenance(self) -> dict:
+        return {"weights_sha256": self._weights_sha256, "settings": self.settings}
