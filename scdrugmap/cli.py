@@ -382,7 +382,19 @@ def _parse_params(params: tuple[str, ...]) -> dict:
     show_default=True,
     help="Stored precision.",
 )
-@click.option("--device", default="cpu", show_default=True, help="Device for foundation models.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="cpu, cuda, cuda:N, or auto (CUDA when present). Asking for CUDA never falls back.",
+)
+@click.option(
+    "--min-coverage",
+    type=float,
+    default=None,
+    help="Refuse data sets whose cells have fewer of their expressed genes in the model's "
+    "vocabulary (default 0.5 for foundation models; 0 embeds anyway).",
+)
 @click.option(
     "--param",
     "params",
@@ -402,6 +414,7 @@ def embed(
     chunk_size,
     dtype,
     device,
+    min_coverage,
     params,
     replace,
     as_json,
@@ -423,6 +436,7 @@ def embed(
         replace=replace,
         show_progress=not as_json,
         device=device,
+        min_coverage=min_coverage,
         **_parse_params(params),
     )
     record = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from scdrugmap.data.prepare import IngestOptions
-
 from scdrugmap.store.store import Store
 from tests.synthetic import counts_matrix, write_genes_by_cells
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scdrugmap.data.prepare import IngestOptions
 
+from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.errors import InputError, ScdrugmapError
 from scdrugmap.store.store import Store
 from tests.store_builders import synthetic_store

@@ -32,7 +32,10 @@ def build_embedder(
         if checkpoint is None:
             files = ", ".join(spec.checkpoint_files)
             raise InputError(f"{model} needs --checkpoint DIR (a directory holding {files})")
-        return embedder_class.load(Path(checkpoint), device=device)
+        path = Path(checkpoint)
+        if not path.is_dir():
+            raise InputError(f"--checkpoint {checkpoint}: not a directory; give the model's folder")
+        return embedder_class.load(path, device=device, **options)
     fit_dir = store.fit_path(key)
     if fit_dir.exists():
         embedder = embedder_class.load(fit_dir)

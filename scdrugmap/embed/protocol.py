@@ -23,8 +23,13 @@ class Embedder(Protocol):
     requires_counts: bool
 
     @classmethod
-    def load(cls, checkpoint: Path, device: str = "cpu", dtype: str = "float32") -> Embedder:
-        """Load from the checkpoint directory in its authors' published layout."""
+    def load(cls, checkpoint: Path, device: str = "cpu", **options) -> Embedder:
+        """Load from the checkpoint directory in its authors' published layout.
+
+        `options` are the model's settings (`--param KEY=VALUE`), e.g.
+        `precision` (float32, bfloat16, float16: autocast on CUDA) or a
+        model's pooling choice.
+        """
         ...
 
     def gene_vocabulary(self) -> set[str]:

@@ -30,12 +30,17 @@ from scdrugmap.store.embedding_array import EmbeddingArray
 DTYPES = ("float32", "float16")
 
 
+COVERAGE_SAMPLE = 2000
+DEFAULT_MIN_COVERAGE = 0.5
+
+
 @dataclass
 class EmbedTarget:
     dataset_id: str
     reader: DatasetReader
     value_type: str
     path: Path
+    gene_id_type: str | None = None
 
 
 @dataclass
@@ -75,6 +80,33 @@ def _check_compatible(embedder: Embedder, target: EmbedTarget) -> None:
             f"data set {target.dataset_id!r} holds {target.value_type} values but this "
             f"{embedder.name} fit was made on {wanted} values: embed it under another --key"
         )
+
+
+def _check_coverage(
+    embedder: Embedder, target: EmbedTarget, known: np.ndarray, min_coverage: float | None
+) -> None:
+    """Refuse a data set the model barely knows, before anything is written.
+
+    Judged on the first cells (a sample is enough to catch a wrong identifier
+    type, the usual cause), so the check costs one small read.
+    """
+    if min_coverage is None:
+        min_coverage = getattr(embedder, "min_coverage", DEFAULT_MIN_COVERAGE)
+    if min_coverage <= 0 or target.reader.n_cells == 0:
+        return
+    sample = target.reader.read_rows(0, min(COVERAGE_SAMPLE, target.reader.n_cells))
+    mean = float(coverage(sample, known).mean())
+    if mean < min_coverage:
+        hint = getattr(embedder, "gene_id_hint", f"{embedder.name} does not know these genes")
+        raise InputError(
+            f"data set {target.dataset_id!r}: only {mean:.0%} of expressed genes are in the "
+            f"{embedder.name} vocabulary (data uses {target.gene_id_type or 'unknown'} "
+            f"identifiers; {hint}); pass --min-coverage 0 to embed anyway"
+        )
+
+
+def _known_genes(genes: Sequence[str], vocabulary: set[str]) -> np.ndarray:
+    return np.fromiter((g in vocabulary for g in genes), dtype=bool, count=len(genes))
 
 
 def _open_or_create(
@@ -165,20 +197,24 @@ def run_embedding(
     *,
     chunk_size: int = 10_000,
     dtype: str = "float32",
+    min_coverage: float | None = None,
     show_progress: bool = False,
 ) -> EmbedSummary:
+    """Embed every target, resuming finished chunks; checks all targets before writing."""
     if dtype not in DTYPES:
         raise InputError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if chunk_size < 1:
         raise InputError(f"--chunk-size must be at least 1, not {chunk_size}")
+    vocabulary = embedder.gene_vocabulary()
+    known = {t.dataset_id: _known_genes(t.reader.gene_ids, vocabulary) for t in targets}
     for target in targets:
         _check_compatible(embedder, target)
+        _check_coverage(embedder, target, known[target.dataset_id], min_coverage)
     summary = EmbedSummary(key=key, model=embedder.name)
     started = time.perf_counter()
     arrays = [_open_or_create(embedder, key, t, chunk_size, dtype) for t in targets]
     for target, array in zip(targets, arrays):
         _record(catalog, array, target.dataset_id)
-    vocabulary = embedder.gene_vocabulary()
     todo = [(t, a, np.flatnonzero(~a.done_chunks())) for t, a in zip(targets, arrays)]
     total = sum(_cells_in(array, chunks) for _, array, chunks in todo)
     with progress_bar(show_progress, total, f"embedding with {embedder.name}") as advance:
@@ -186,12 +222,11 @@ def run_embedding(
             summary.datasets.append(target.dataset_id)
             summary.chunks_resumed += array.n_chunks - len(chunks)
             genes = target.reader.gene_ids
-            known = np.fromiter((g in vocabulary for g in genes), dtype=bool, count=len(genes))
             for chunk in chunks:
                 start, stop = array.chunk_bounds(int(chunk))
                 counts = target.reader.read_rows(start, stop)
                 values = embedder.embed(embedder.tokenize(counts, genes))
-                array.write_chunk(int(chunk), values, coverage(counts, known))
+                array.write_chunk(int(chunk), values, coverage(counts, known[target.dataset_id]))
                 summary.cells_embedded += stop - start
                 summary.chunks_written += 1
                 advance(stop - start)

@@ -155,7 +155,8 @@ class Store:
         dtype: str = "float32",
         replace: bool = False,
         show_progress: bool = False,
-        device: str = "cpu",
+        device: str = "auto",
+        min_coverage: float | None = None,
         **model_options,
     ):
         """Embed data sets with a model into `embeddings/<key>/`; resumes unfinished runs."""
@@ -171,7 +172,13 @@ class Store:
         )
         info = {d: self.dataset(d) for d in dataset_ids}
         targets = [
-            EmbedTarget(d, self.reader(d), info[d]["value_type"], self.embedding_path(key, d))
+            EmbedTarget(
+                d,
+                self.reader(d),
+                info[d]["value_type"],
+                self.embedding_path(key, d),
+                info[d]["gene_id_type"],
+            )
             for d in dataset_ids
         ]
         self.embedding_path(key, dataset_ids[0]).parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +189,7 @@ class Store:
             self.catalog_path,
             chunk_size=chunk_size,
             dtype=dtype,
+            min_coverage=min_coverage,
             show_progress=show_progress,
         )
 

@@ -20,7 +20,8 @@ from scdrugmap.embed.baselines.fit import (
     select_variable_genes,
     union_genes,
 )
-from scdrugmap.embed.baselines.saved_fit import ARRAYS, SavedFit, file_sha256
+from scdrugmap.embed.baselines.saved_fit import ARRAYS, SavedFit
+from scdrugmap.embed.provenance import file_sha256
 
 
 class FittedBaseline:
@@ -28,6 +29,9 @@ class FittedBaseline:
     defaults: ClassVar[dict] = {}
     lora_targets: tuple[str, ...] = ()
     requires_counts = False
+    # Coverage here is the share of a cell's genes in the variable-gene panel,
+    # small by design; no threshold applies.
+    min_coverage = 0.0
 
     def __init__(self, fit: SavedFit, weights_sha256: str) -> None:
         self.genes = [str(g) for g in fit.arrays["genes"]]
@@ -36,7 +40,7 @@ class FittedBaseline:
         self._weights_sha256 = weights_sha256
 
     @classmethod
-    def load(cls, checkpoint: Path, device: str = "cpu", dtype: str = "float32"):
+    def load(cls, checkpoint: Path, device: str = "cpu", **options):
         return cls(SavedFit.load(checkpoint), file_sha256(checkpoint / ARRAYS))
 
     @classmethod

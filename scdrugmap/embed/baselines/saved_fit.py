@@ -7,7 +7,6 @@ cells at prediction time, so every cell under one key shares one projection.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -41,11 +40,3 @@ class SavedFit:
         with np.load(directory / ARRAYS, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         return cls(arrays, json.loads((directory / SETTINGS).read_text()))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

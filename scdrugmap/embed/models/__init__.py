@@ -1,0 +1,1 @@
+"""Foundation models: one self-contained file per model (tokenizer, network, loader, pooling)."""

@@ -1,0 +1,53 @@
+"""Device, precision and batching shared by the torch-based embedders.
+
+A run that asked for CUDA must never fall back to the CPU silently, and an
+embedding must not depend on which cells share a batch: cells are batched by
+token length (padding is wasted work) and each cell's output depends only on
+its own tokens, so batching is free to change without changing the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from scdrugmap.errors import InputError
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' is CUDA when present, else CPU; an explicit 'cuda' without CUDA is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine; use cpu")
+    return resolved
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision on CUDA when asked for; float32 everywhere else."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "float32" or device.type != "cuda":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=getattr(torch, precision))
+
+
+def length_batches(lengths: np.ndarray, max_tokens: int, max_cells: int) -> Iterator[np.ndarray]:
+    """Cell positions grouped by similar length, each batch within a token budget.
+
+    Deterministic (stable sort, longest first) so that an out-of-memory error
+    shows up on the first batch, not at the end of a long run.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    start = 0
+    while start < len(order):
+        longest = max(1, int(lengths[order[start]]))
+        size = max(1, min(max_cells, max_tokens // longest))
+        yield order[start : start + size]
+        start += size
