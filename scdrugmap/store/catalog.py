@@ -120,6 +120,14 @@ CREATE TABLE IF NOT EXISTS predictions (
     prob_sensitive FLOAT NOT NULL,
     predicted TINYINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS zeroshot_failures (
+    run_id VARCHAR NOT NULL,
+    dataset_id VARCHAR NOT NULL,
+    cell_index BIGINT NOT NULL,
+    label VARCHAR NOT NULL,
+    attempts BIGINT NOT NULL,
+    reason VARCHAR NOT NULL
+);
 CREATE OR REPLACE VIEW cell_meta AS
     SELECT c.*, d.drug, d.cancer_type, d.tissue, d.therapy, d.regimen, d.species,
            d.value_type, d.meta
