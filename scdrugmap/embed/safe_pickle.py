@@ -2,8 +2,9 @@
 
 Geneformer ships its vocabularies as pickles. A plain `pickle.load` would run
 whatever a tampered file asks for; this unpickler admits only the plain
-containers, strings and numbers such dictionaries are made of, and refuses
-every other global with a clear error.
+containers, strings and numbers such dictionaries are made of (numpy numbers
+included: the published files hold int16 tokens and float64 medians), and
+refuses every other global with a clear error.
 """
 
 from __future__ import annotations
@@ -11,7 +12,18 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
+
 from scdrugmap.errors import InputError
+
+# Rebuilding a numpy scalar needs exactly these callables; both only turn a
+# dtype and raw bytes into a number.
+_NUMPY_SCALAR = np.float64(0).__reduce__()[0]
+_NUMPY_GLOBALS = {
+    ("numpy.core.multiarray", "scalar"): _NUMPY_SCALAR,
+    ("numpy._core.multiarray", "scalar"): _NUMPY_SCALAR,
+    ("numpy", "dtype"): np.dtype,
+}
 
 _ALLOWED = {
     ("builtins", "dict"),
@@ -29,6 +41,8 @@ _ALLOWED = {
 
 class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
+        if (module, name) in _NUMPY_GLOBALS:
+            return _NUMPY_GLOBALS[(module, name)]
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
@@ -41,7 +55,7 @@ def load_plain_pickle(path: Path):
             return _PlainUnpickler(handle).load()
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
         raise InputError(
             f"{path}: not a plain pickled dictionary ({error}); use the file as published"
         ) from error

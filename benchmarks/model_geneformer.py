@@ -1,0 +1,101 @@
+"""Geneformer throughput on real PC9 cells: tokenisation (ours vs the reference's) and embedding.
+
+Run as `python -m benchmarks.model_geneformer [--reference DIR]`, where DIR
+holds the authors' `geneformer/tokenizer.py` (or set GENEFORMER_REFERENCE).
+The network is a small random one in the published layout, so the embedding
+figure measures our batching and pooling, not a published model's cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+from scdrugmap.data.readers import read_matrix_file
+from scdrugmap.embed.models.geneformer import GeneformerEmbedder, GeneformerTokenizer
+
+SHARED = Path(__file__).parents[1].parent / "shared"
+VOCAB = SHARED / "vocab" / "geneformer_v1"
+CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
+
+
+def small_checkpoint(folder: Path) -> Path:
+    for name in ("token_dictionary.pkl", "gene_median_dictionary.pkl", "gene_name_id_dict.pkl"):
+        shutil.copy(VOCAB / name, folder / name)
+    settings = json.loads((VOCAB / "config.json").read_text())
+    settings.update(num_hidden_layers=2, hidden_size=64, num_attention_heads=4)
+    settings.update(intermediate_size=128)
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(**settings)).save_pretrained(folder)
+    return folder
+
+
+def reference_rate(reference: Path, tokenizer: GeneformerTokenizer, counts, genes) -> float:
+    """The reference's `tokenize_cell`, one dense normalised cell at a time (its loom path)."""
+    spec = importlib.util.spec_from_file_location("gf_reference_rank", reference)
+    module = importlib.util.module_from_spec(spec)
+    source = reference.read_text()
+    # Only the two ranking functions are needed; the module's file-format imports are not.
+    start = source.index("def rank_genes")
+    end = source.index("\nclass ", start)
+    exec(
+        compile("import numpy as np\n" + source[start:end], str(reference), "exec"), module.__dict__
+    )
+    ids = [tokenizer.ensembl_id(g) for g in genes]
+    columns = np.array([j for j, i in enumerate(ids) if i is not None])
+    tokens = np.array([tokenizer.token_dictionary[ids[j]] for j in columns])
+    medians = np.array([tokenizer.medians[ids[j]] for j in columns])
+    started = time.perf_counter()
+    view = counts.T.toarray()[columns, :]
+    totals = np.asarray(counts.sum(axis=1)).ravel().astype(np.int64)
+    normalised = view / totals * 10_000 / medians[:, None]
+    for i in range(normalised.shape[1]):
+        module.tokenize_cell(normalised[:, i], tokens)[: tokenizer.model_input_size]
+    return counts.shape[0] / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reference", default=os.environ.get("GENEFORMER_REFERENCE"))
+    parser.add_argument("--cells", type=int, default=2000)
+    parser.add_argument("--embed-cells", type=int, default=200)
+    args = parser.parse_args()
+    table = read_matrix_file(CELLS)
+    counts, genes = table.counts[: args.cells], table.genes
+    with tempfile.TemporaryDirectory() as scratch:
+        embedder = GeneformerEmbedder.load(small_checkpoint(Path(scratch)))
+        embedder.tokenize(counts[:1], genes)
+        started = time.perf_counter()
+        batch = embedder.tokenize(counts, genes)
+        ours = counts.shape[0] / (time.perf_counter() - started)
+        print(f"tokenise, ours: {ours:,.0f} cells/s ({counts.shape[0]} PC9 cells)")
+        reference = Path(args.reference) / "geneformer" / "tokenizer.py" if args.reference else None
+        if reference is not None and reference.is_file():
+            rate = reference_rate(reference, embedder.tokenizer, counts, genes)
+            print(f"tokenise, reference tokenize_cell: {rate:,.0f} cells/s ({ours / rate:.1f}x)")
+        else:
+            print("tokenise, reference: skipped (pass --reference DIR or GENEFORMER_REFERENCE)")
+        subset = embedder.tokenize(counts[-args.embed_cells :], genes)
+        started = time.perf_counter()
+        embedder.embed(subset)
+        rate = args.embed_cells / (time.perf_counter() - started)
+        mean_tokens = subset.lengths.mean()
+        print(
+            f"embed, 2 layers x 64 wide on CPU ({torch.get_num_threads()} threads): "
+            f"{rate:,.0f} cells/s at {mean_tokens:.0f} tokens/cell; "
+            f"all {len(batch.lengths)} cells average {batch.lengths.mean():.0f} tokens"
+        )
+
+
+if __name__ == "__main__":
+    main()
