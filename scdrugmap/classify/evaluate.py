@@ -86,6 +86,35 @@ def _metric_rows(
     ]
 
 
+def write_run(
+    catalog: Path,
+    run: dict,
+    split_row: dict,
+    results: pd.DataFrame,
+    predictions: pd.DataFrame,
+    extra: dict[str, pd.DataFrame] | None = None,
+) -> None:
+    """A run with its split, metrics, predictions (and `extra` tables) in one transaction."""
+    tables = {
+        "runs": pd.DataFrame([run]),
+        "results": results,
+        "predictions": predictions,
+        **(extra or {}),
+    }
+    with connect(catalog, write=True) as con:
+        con.register("new_split", pd.DataFrame([split_row]))
+        for table, frame in tables.items():
+            con.register(f"new_{table}", frame)
+        con.execute("BEGIN TRANSACTION")
+        con.execute(
+            "INSERT INTO splits BY NAME SELECT * FROM new_split "
+            "WHERE split_id NOT IN (SELECT split_id FROM splits)"
+        )
+        for table in tables:
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_{table}")
+        con.execute("COMMIT")
+
+
 def evaluate(
     store,
     embedding: str,
@@ -177,20 +206,13 @@ def evaluate(
         "created_at": utc_now(),
     }
     results_frame = pd.DataFrame(results)
-    with connect(store.catalog_path, write=True) as con:
-        con.register("new_run", pd.DataFrame([run]))
-        con.register("new_split", pd.DataFrame([split_row]))
-        con.register("new_results", results_frame)
-        con.register("new_predictions", pd.concat(predictions, ignore_index=True))
-        con.execute("BEGIN TRANSACTION")
-        con.execute(
-            "INSERT INTO splits BY NAME SELECT * FROM new_split "
-            "WHERE split_id NOT IN (SELECT split_id FROM splits)"
-        )
-        con.execute("INSERT INTO runs BY NAME SELECT * FROM new_run")
-        con.execute("INSERT INTO results BY NAME SELECT * FROM new_results")
-        con.execute("INSERT INTO predictions BY NAME SELECT * FROM new_predictions")
-        con.execute("COMMIT")
+    write_run(
+        store.catalog_path,
+        run,
+        split_row,
+        results_frame,
+        pd.concat(predictions, ignore_index=True),
+    )
     return RunRecord(
         run_id,
         embedding,

@@ -32,12 +32,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from scdrugmap.classify.evaluate import RunRecord, _metric_rows, _save_split, _split_id
+from scdrugmap.classify.evaluate import (
+    RunRecord,
+    _metric_rows,
+    _save_split,
+    _split_id,
+    write_run,
+)
 from scdrugmap.classify.splits import Fold, SplitPlan
 from scdrugmap.embed.provenance import canonical_json, package_versions, utc_now
 from scdrugmap.errors import InputError
 from scdrugmap.progress import progress_bar
-from scdrugmap.store.catalog import connect
 from scdrugmap.zeroshot.client import ChatClient
 from scdrugmap.zeroshot.parse import parse_answer
 from scdrugmap.zeroshot.prompt import PROMPT_VERSION, build_messages, top_gene_indices
@@ -318,22 +323,14 @@ def run_zeroshot(
         "created_at": utc_now(),
     }
     results_frame = pd.DataFrame(results)
-    with connect(store.catalog_path, write=True) as con:
-        con.register("new_run", pd.DataFrame([run]))
-        con.register("new_split", pd.DataFrame([split_row]))
-        con.register("new_results", results_frame)
-        con.register("new_predictions", predictions)
-        con.register("new_failures", failures)
-        con.execute("BEGIN TRANSACTION")
-        con.execute(
-            "INSERT INTO splits BY NAME SELECT * FROM new_split "
-            "WHERE split_id NOT IN (SELECT split_id FROM splits)"
-        )
-        con.execute("INSERT INTO runs BY NAME SELECT * FROM new_run")
-        con.execute("INSERT INTO results BY NAME SELECT * FROM new_results")
-        con.execute("INSERT INTO predictions BY NAME SELECT * FROM new_predictions")
-        con.execute("INSERT INTO zeroshot_failures BY NAME SELECT * FROM new_failures")
-        con.execute("COMMIT")
+    write_run(
+        store.catalog_path,
+        run,
+        split_row,
+        results_frame,
+        predictions,
+        extra={"zeroshot_failures": failures},
+    )
     return ZeroShotRecord(
         run_id,
         run["embedding"],
