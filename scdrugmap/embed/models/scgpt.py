@@ -59,6 +59,29 @@ def _mix(values: np.ndarray) -> np.ndarray:
     return z
 
 
+def _cell_major_order(cells: np.ndarray, keys: np.ndarray, key_bits: int) -> np.ndarray:
+    """Positions sorted by cell, then by an unsigned key of `key_bits` bits (ties: data order).
+
+    One stable sort on a packed 64-bit key: several times faster than lexsort.
+    """
+    if len(cells) and int(cells.max()) >> (64 - key_bits):
+        return np.lexsort((keys, cells))
+    packed = cells.astype(np.uint64) << np.uint64(key_bits) | keys.astype(np.uint64)
+    return np.argsort(packed, kind="stable")
+
+
+def _sortable_bits(values: np.ndarray) -> np.ndarray:
+    """float32 bit patterns as unsigned integers in the floats' order (non-NaN values)."""
+    bits = values.astype(np.float32).view(np.uint32)
+    negative = (bits >> np.uint32(31)).astype(bool)
+    return np.where(negative, ~bits, bits | np.uint32(0x8000_0000))
+
+
+def sampling_order(cells: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Genes by cell, then by the top 44 bits of their draw: a long cell keeps its first ones."""
+    return _cell_major_order(cells, draws >> np.uint64(20), 44)
+
+
 def _uniform(bits: np.ndarray) -> np.ndarray:
     """[0, 1) doubles from 64-bit hashes, 53 bits of each."""
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
@@ -147,7 +170,7 @@ def digitize_within_cells(genes: CellGenes, n_bins: int, draws: np.ndarray) -> n
     cells = (np.cumsum(present) - 1)[genes.cells]
     counts = genes.counts[present]
     starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
-    order = np.lexsort((genes.values, cells))
+    order = _cell_major_order(cells, _sortable_bits(genes.values), 32)
     sorted_values = genes.values[order]
     position = np.arange(len(order)) - np.repeat(starts, counts)
     new_run = np.r_[True, sorted_values[1:] != sorted_values[:-1]] | (position == 0)
@@ -218,10 +241,13 @@ class ScGPTTokenizer:
         limit = self.max_length - 1
         if genes.counts.max(initial=0) <= limit:
             return np.ones(len(genes.cells), dtype=bool)
-        order = np.lexsort((draws, genes.cells))
-        position = np.arange(len(order)) - np.repeat(genes.starts, genes.counts)
-        kept = np.zeros(len(order), dtype=bool)
-        kept[order[position < limit]] = True
+        kept = np.ones(len(genes.cells), dtype=bool)
+        long_cells = genes.counts > limit
+        members = np.flatnonzero(long_cells[genes.cells])
+        counts = genes.counts[long_cells]
+        order = members[sampling_order(genes.cells[members], draws[members])]
+        position = np.arange(len(order)) - np.repeat(np.r_[0, np.cumsum(counts)[:-1]], counts)
+        kept[order[position >= limit]] = False
         return kept
 
     def _frame(self, genes: CellGenes, digits: np.ndarray, kept: np.ndarray) -> ScGPTBatch:
