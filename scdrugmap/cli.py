@@ -47,12 +47,14 @@ def _print_rows(columns: list[str], rows: list, as_json: bool, title: str | None
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_lines=False)
     for column in columns:
-        table.add_column(str(column), overflow="fold")
+        table.add_column(Text(str(column)), overflow="fold")
     for row in rows:
-        table.add_row(*("" if _is_missing(v) else str(v) for v in row))
+        # Text, not str: a value such as "[optional.pkl]" is data, never rich markup.
+        table.add_row(*(Text("" if _is_missing(v) else str(v)) for v in row))
     # Piped output has no terminal width; do not squeeze tables into 80 columns.
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 

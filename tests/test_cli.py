@@ -198,3 +198,7 @@ def test_errors_are_one_line_with_exit_code_one(store: Path, tmp_path: Path) -> 
 def test_models_lists_the_baselines() -> None:
     rows = json.loads(cli("models", "--json").stdout)
     assert {"pca", "hvg"} <= {row["model"] for row in rows}
+
+
+def test_tables_print_brackets_as_data_not_markup() -> None:
+    assert "[gene_name_id_dict.pkl]" in cli("models").stdout

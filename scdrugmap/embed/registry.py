@@ -70,6 +70,33 @@ MODELS: dict[str, ModelSpec] = {
             False,
         ),
         ModelSpec(
+            "scfoundation",
+            "scdrugmap.embed.models.scfoundation:ScFoundationEmbedder",
+            "scFoundation: 19,264-gene panel with total-count tokens; pooled cell embedding",
+            ("models.ckpt", "OS_scRNA_gene_index.19264.tsv"),
+            False,
+        ),
+        ModelSpec(
+            "uce",
+            "scdrugmap.embed.models.uce:UCEEmbedder",
+            "UCE: expression-weighted gene samples as protein embeddings by chromosome; CLS",
+            (
+                "model file (4-layer or 33-layer)",
+                "all_tokens.torch",
+                "species_chrom.csv",
+                "species_offsets.pkl",
+                "protein_embeddings/",
+            ),
+            False,
+        ),
+        ModelSpec(
+            "scbert",
+            "scdrugmap.embed.models.scbert:ScBERTEmbedder",
+            "scBERT: binned log-normalised panel expression through a Performer",
+            ("panglao_pretrain.pth", "gene2vec_16906.npy", "gene panel"),
+            False,
+        ),
+        ModelSpec(
             "hvg",
             "scdrugmap.embed.baselines.hvg:HVGEmbedder",
             "baseline: log1p-CP10k expression of the top highly variable genes (1,000)",
