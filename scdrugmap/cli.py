@@ -315,24 +315,30 @@ def datasets(ctx, as_json: bool) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
 def models(as_json: bool) -> None:
-    """List the embedders and the files each checkpoint directory must hold."""
-    import pandas as pd
+    """List the embedders: size, gene identifiers, input length, checkpoint files, readiness.
 
+    A foundation model is ready when its checkpoint directory is configured
+    ($SCDRUGMAP_CHECKPOINT_<MODEL>, or a <model> folder under
+    $SCDRUGMAP_CHECKPOINTS) and holds the published files; `embed` then needs
+    no --checkpoint.
+    """
+    from scdrugmap.embed.checkpoints import availability
     from scdrugmap.embed.registry import MODELS
 
-    frame = pd.DataFrame(
-        [
-            {
-                "model": spec.name,
-                "description": spec.description,
-                "checkpoint": "fitted in the store (no checkpoint)"
-                if spec.fitted_in_store
-                else ", ".join(spec.checkpoint_files),
-            }
-            for spec in MODELS.values()
-        ]
-    )
-    _print_frame(frame, as_json, "models")
+    columns = ["model", "embedding", "genes", "max length", "checkpoint files", "status"]
+    rows = []
+    for spec in MODELS.values():
+        if spec.fitted_in_store:
+            files, status = "none: fitted in the store", "ready"
+        else:
+            files, status = ", ".join(spec.checkpoint_files), availability(spec).describe()
+        rows.append([spec.name, spec.dim, spec.gene_ids, spec.max_length, files, status])
+    if as_json:
+        descriptions = {spec.name: (spec.description, spec.source) for spec in MODELS.values()}
+        for row in rows:
+            row.extend(descriptions[row[0]])
+        columns += ["description", "published at"]
+    _print_rows(columns, rows, as_json, "models")
 
 
 def _parse_params(params: tuple[str, ...]) -> dict:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scdrugmap.embed.baselines.fit import FitSource
+from scdrugmap.embed.checkpoints import resolve_checkpoint
 from scdrugmap.embed.protocol import Embedder
 from scdrugmap.embed.registry import get_model
 from scdrugmap.errors import InputError
@@ -27,15 +28,10 @@ def build_embedder(
     options: dict,
 ) -> Embedder:
     spec = get_model(model)
-    embedder_class = spec.load_class()
     if not spec.fitted_in_store:
-        if checkpoint is None:
-            files = ", ".join(spec.checkpoint_files)
-            raise InputError(f"{model} needs --checkpoint DIR (a directory holding {files})")
-        path = Path(checkpoint)
-        if not path.is_dir():
-            raise InputError(f"--checkpoint {checkpoint}: not a directory; give the model's folder")
-        return embedder_class.load(path, device=device, **options)
+        path = resolve_checkpoint(spec, checkpoint, options)
+        return spec.load_class().load(path, device=device, **options)
+    embedder_class = spec.load_class()
     fit_dir = store.fit_path(key)
     if fit_dir.exists():
         embedder = embedder_class.load(fit_dir)

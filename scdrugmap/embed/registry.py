@@ -1,15 +1,47 @@
-"""Model names to embedder classes, imported only when used.
+"""Model names to embedder classes, imported only when used, and what each checkpoint holds.
 
 Importing a foundation model pulls in torch; listing models or running a CPU
-classifier must not, so the registry holds import paths, not classes.
+classifier must not, so the registry holds import paths, not classes. It also
+knows each model's published files, so that a missing file is reported, with
+where the authors publish it, before any data is read or weights loaded.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from scdrugmap.errors import InputError
+
+
+@dataclass(frozen=True)
+class FileRule:
+    """One thing a checkpoint directory holds: any one of `names` (glob patterns).
+
+    `option` names the `--param` that may point at the file elsewhere instead.
+    """
+
+    names: tuple[str, ...]
+    optional: bool = False
+    option: str | None = None
+
+    def describe(self) -> str:
+        text = " or ".join(self.names)
+        return f"[{text}]" if self.optional else text
+
+    def found_in(self, folder: Path) -> bool:
+        return any(next(folder.glob(name), None) is not None for name in self.names)
+
+
+def _files(
+    *rules: str | tuple[str, ...] | FileRule, optional: tuple[str, ...] = ()
+) -> tuple[FileRule, ...]:
+    required = tuple(
+        r if isinstance(r, FileRule) else FileRule(r if isinstance(r, tuple) else (r,))
+        for r in rules
+    )
+    return required + tuple(FileRule((name,), optional=True) for name in optional)
 
 
 @dataclass(frozen=True)
@@ -17,12 +49,29 @@ class ModelSpec:
     name: str
     target: str
     description: str
-    checkpoint_files: tuple[str, ...]
-    fitted_in_store: bool
+    dim: str
+    gene_ids: str
+    max_length: str
+    files: tuple[FileRule, ...]
+    source: str
+    fitted_in_store: bool = False
+
+    @property
+    def checkpoint_files(self) -> tuple[str, ...]:
+        return tuple(rule.describe() for rule in self.files)
 
     def load_class(self) -> type:
         module_name, class_name = self.target.split(":")
         return getattr(importlib.import_module(module_name), class_name)
+
+    def missing_files(self, folder: Path, options: dict | None = None) -> list[str]:
+        """Required files absent from `folder` and not given elsewhere by their option."""
+        given = options or {}
+        return [
+            r.describe()
+            for r in self.files
+            if not r.optional and r.option not in given and not r.found_in(folder)
+        ]
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -32,76 +81,113 @@ MODELS: dict[str, ModelSpec] = {
             "pca",
             "scdrugmap.embed.baselines.pca:PCAEmbedder",
             "baseline: log1p-CP10k, highly variable genes, scaled, PCA (50 components)",
+            "50",
+            "any (matched by name across data sets)",
+            "all genes",
             (),
-            True,
-        ),
-        ModelSpec(
-            "geneformer",
-            "scdrugmap.embed.models.geneformer:GeneformerEmbedder",
-            "Geneformer (V1, V2): rank-value encoding, BERT; mean of the penultimate layer",
-            (
-                "config.json",
-                "pytorch_model.bin | model.safetensors",
-                "token_dictionary.pkl",
-                "gene_median_dictionary.pkl",
-                "[gene_name_id_dict.pkl]",
-            ),
-            False,
-        ),
-        ModelSpec(
-            "scgpt",
-            "scdrugmap.embed.models.scgpt:ScGPTEmbedder",
-            "scGPT (scGPT_human and organ models): binned values, <cls> output, L2-normalised",
-            ("best_model.pt", "vocab.json", "args.json"),
-            False,
-        ),
-        ModelSpec(
-            "tgpt",
-            "scdrugmap.embed.models.tgpt:TGPTEmbedder",
-            "tGPT: gene-symbol sentences ranked by expression, GPT-2; mean of last hidden states",
-            ("config.json", "pytorch_model.bin | model.safetensors", "tokenizer.json"),
-            False,
-        ),
-        ModelSpec(
-            "text",
-            "scdrugmap.embed.models.text:TextEmbedder",
-            "cells as text (top expressed gene symbols) through any local Hugging Face model",
-            ("config.json", "model weights", "tokenizer files", "[modules.json + pooling]"),
-            False,
-        ),
-        ModelSpec(
-            "scfoundation",
-            "scdrugmap.embed.models.scfoundation:ScFoundationEmbedder",
-            "scFoundation: 19,264-gene panel with total-count tokens; pooled cell embedding",
-            ("models.ckpt", "OS_scRNA_gene_index.19264.tsv"),
-            False,
-        ),
-        ModelSpec(
-            "uce",
-            "scdrugmap.embed.models.uce:UCEEmbedder",
-            "UCE: expression-weighted gene samples as protein embeddings by chromosome; CLS",
-            (
-                "model file (4-layer or 33-layer)",
-                "all_tokens.torch",
-                "species_chrom.csv",
-                "species_offsets.pkl",
-                "protein_embeddings/",
-            ),
-            False,
-        ),
-        ModelSpec(
-            "scbert",
-            "scdrugmap.embed.models.scbert:ScBERTEmbedder",
-            "scBERT: binned log-normalised panel expression through a Performer",
-            ("panglao_pretrain.pth", "gene2vec_16906.npy", "gene panel"),
-            False,
+            "fitted on the store's own cells",
+            fitted_in_store=True,
         ),
         ModelSpec(
             "hvg",
             "scdrugmap.embed.baselines.hvg:HVGEmbedder",
             "baseline: log1p-CP10k expression of the top highly variable genes (1,000)",
+            "1000",
+            "any (matched by name across data sets)",
+            "all genes",
             (),
-            True,
+            "fitted on the store's own cells",
+            fitted_in_store=True,
+        ),
+        ModelSpec(
+            "geneformer",
+            "scdrugmap.embed.models.geneformer:GeneformerEmbedder",
+            "Geneformer (V1, V2): rank-value encoding, BERT; mean of the penultimate layer",
+            "256 (V1 6-layer), 512 (V1 12-layer), 768 / 1152 (V2)",
+            "Ensembl IDs, or symbols through gene_name_id_dict.pkl",
+            "2048 (V1), 4096 (V2)",
+            _files(
+                "config.json",
+                ("model.safetensors", "pytorch_model.bin"),
+                FileRule(("token_dictionary.pkl",), option="token_dictionary"),
+                FileRule(("gene_median_dictionary.pkl",), option="gene_median_dictionary"),
+                optional=("gene_name_id_dict.pkl",),
+            ),
+            "https://huggingface.co/ctheodoris/Geneformer",
+        ),
+        ModelSpec(
+            "scgpt",
+            "scdrugmap.embed.models.scgpt:ScGPTEmbedder",
+            "scGPT (scGPT_human and organ models): binned values, <cls> output, L2-normalised",
+            "512",
+            "gene symbols (CELLxGENE census vocabulary)",
+            "1200 (max_length)",
+            _files("best_model.pt", "vocab.json", "args.json"),
+            "https://github.com/bowang-lab/scGPT#pretrained-scgpt-model-zoo",
+        ),
+        ModelSpec(
+            "tgpt",
+            "scdrugmap.embed.models.tgpt:TGPTEmbedder",
+            "tGPT: gene-symbol sentences ranked by expression, GPT-2; mean of last hidden states",
+            "1024",
+            "gene symbols",
+            "64 (transcriptome-gpt-1024-8-16-64)",
+            _files("config.json", ("model.safetensors", "pytorch_model.bin"), "tokenizer.json"),
+            "https://huggingface.co/lixiangchun/transcriptome-gpt-1024-8-16-64",
+        ),
+        ModelSpec(
+            "text",
+            "scdrugmap.embed.models.text:TextEmbedder",
+            "cells as text (top expressed gene symbols) through any local Hugging Face model",
+            "the model's hidden size (384 for all-MiniLM-L6-v2)",
+            "gene symbols",
+            "the model's (top_n genes)",
+            _files(
+                "config.json",
+                ("model.safetensors", "pytorch_model.bin", "model-*.safetensors"),
+                ("tokenizer.json", "tokenizer_config.json", "vocab.txt"),
+                optional=("modules.json",),
+            ),
+            "any Hugging Face model directory, e.g. https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2",
+        ),
+        ModelSpec(
+            "scfoundation",
+            "scdrugmap.embed.models.scfoundation:ScFoundationEmbedder",
+            "scFoundation: 19,264-gene panel with total-count tokens; pooled cell embedding",
+            "3072 (100M model)",
+            "gene symbols (19,264-gene panel)",
+            "19264 genes + 2 count tokens (non-zero genes encoded)",
+            _files(
+                "models.ckpt",
+                FileRule(("OS_scRNA_gene_index.19264.tsv",), option="gene_index"),
+            ),
+            "https://github.com/biomap-research/scFoundation",
+        ),
+        ModelSpec(
+            "uce",
+            "scdrugmap.embed.models.uce:UCEEmbedder",
+            "UCE: expression-weighted gene samples as protein embeddings by chromosome; CLS",
+            "1280",
+            "gene symbols (ESM2 protein embeddings)",
+            "1536 (pad_length)",
+            _files(
+                ("4layer_model.torch", "33l_8ep_1024t_1280.torch"),
+                "all_tokens.torch",
+                "species_chrom.csv",
+                "species_offsets.pkl",
+                "protein_embeddings",
+            ),
+            "https://github.com/snap-stanford/UCE",
+        ),
+        ModelSpec(
+            "scbert",
+            "scdrugmap.embed.models.scbert:ScBERTEmbedder",
+            "scBERT: binned log-normalised panel expression through a Performer",
+            "200",
+            "gene symbols (16,906-gene panel)",
+            "16907 (panel + 1)",
+            _files("panglao_pretrain.pth", "gene2vec_16906.npy"),
+            "https://github.com/TencentAILabHealthcare/scBERT",
         ),
     )
 }
