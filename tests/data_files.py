@@ -140,3 +140,9 @@ def write_10x_h5(
             group["genes"] = np.array(ids, dtype="S")
             group["gene_names"] = np.array(names, dtype="S")
     return path
+
+
+def write_sample(path: Path, counts: sparse.spmatrix, genes: list[str], prefix: str) -> Path:
+    """One sample's cells (sparse counts) as a genes x cells table, barcodes `prefix0`, ..."""
+    barcodes = [f"{prefix}{i}" for i in range(counts.shape[0])]
+    return write_genes_by_cells(path, counts.toarray().astype(np.int64), genes, barcodes)

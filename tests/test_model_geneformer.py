@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy import sparse
@@ -25,6 +24,7 @@ from scdrugmap.embed.models.geneformer import (
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.errors import InputError
 from scdrugmap.store.store import Store
+from tests.data_files import write_sample
 
 SMALL = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4}
 PICKLES = ("token_dictionary.pkl", "gene_median_dictionary.pkl", "gene_name_id_dict.pkl")
@@ -319,23 +319,13 @@ def test_vocabulary_knows_ensembl_ids_and_symbols(embedder: GeneformerEmbedder) 
     assert "<pad>" not in vocabulary
 
 
-def _write_cells(path: Path, counts: sparse.csr_matrix, genes: list[str], prefix: str) -> Path:
-    frame = pd.DataFrame(
-        counts.T.toarray().astype(np.int64),
-        index=pd.Index(genes, name="GENE"),
-        columns=[f"{prefix}{i}" for i in range(counts.shape[0])],
-    )
-    frame.to_csv(path, sep="\t")
-    return path
-
-
 def test_store_embed_end_to_end(
     checkpoint: Path, pc9, tmp_path: Path, embedder: GeneformerEmbedder
 ) -> None:
     counts, genes = pc9
     files = [
-        _write_cells(tmp_path / "a.tsv", counts[:60], genes, "a"),
-        _write_cells(tmp_path / "b.tsv", counts[60:120], genes, "b"),
+        write_sample(tmp_path / "a.tsv", counts[:60], genes, "a"),
+        write_sample(tmp_path / "b.tsv", counts[60:120], genes, "b"),
     ]
     store = Store(tmp_path / "store")
     options = IngestOptions("pc9", samples=["a", "b"], labels=["sensitive", "resistant"])
@@ -355,7 +345,7 @@ def test_store_embed_end_to_end(
 def test_wrong_identifier_type_is_refused(checkpoint: Path, pc9, tmp_path: Path) -> None:
     counts, genes = pc9
     entrez = [str(10_000 + i) for i in range(len(genes))]
-    files = [_write_cells(tmp_path / "a.tsv", counts[:40], entrez, "a")]
+    files = [write_sample(tmp_path / "a.tsv", counts[:40], entrez, "a")]
     store = Store(tmp_path / "store")
     store.ingest(files, IngestOptions("entrez", samples=["a"], labels=["sensitive"]))
     with pytest.raises(InputError, match="geneformer needs Ensembl IDs or gene symbols"):

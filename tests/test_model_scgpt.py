@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy import sparse
@@ -19,6 +18,7 @@ from scdrugmap.embed.models.scgpt import CellGenes, ScGPTEmbedder, digitize_with
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.errors import InputError
 from scdrugmap.store.store import Store
+from tests.data_files import write_sample
 from tests.scgpt_checkpoint import write_scgpt_checkpoint
 
 # The file lists cells largest first: four cells far above 1,200 genes, then typical ones.
@@ -210,23 +210,13 @@ def test_vocabulary_is_the_census_symbols(embedder: ScGPTEmbedder) -> None:
     assert embedder.provenance()["settings"]["max_length"] == 1200
 
 
-def _write_cells(path: Path, counts: sparse.csr_matrix, genes: list[str], prefix: str) -> Path:
-    frame = pd.DataFrame(
-        counts.T.toarray().astype(np.int64),
-        index=pd.Index(genes, name="GENE"),
-        columns=[f"{prefix}{i}" for i in range(counts.shape[0])],
-    )
-    frame.to_csv(path, sep="\t")
-    return path
-
-
 def test_store_embed_end_to_end(
     checkpoint: Path, pc9, tmp_path: Path, embedder: ScGPTEmbedder
 ) -> None:
     counts, genes = pc9
     files = [
-        _write_cells(tmp_path / "a.tsv", counts[:50], genes, "a"),
-        _write_cells(tmp_path / "b.tsv", counts[50:100], genes, "b"),
+        write_sample(tmp_path / "a.tsv", counts[:50], genes, "a"),
+        write_sample(tmp_path / "b.tsv", counts[50:100], genes, "b"),
     ]
     store = Store(tmp_path / "store")
     options = IngestOptions("pc9", samples=["a", "b"], labels=["sensitive", "resistant"])
@@ -245,7 +235,7 @@ def test_store_embed_end_to_end(
 def test_ensembl_ids_are_refused(checkpoint: Path, pc9, tmp_path: Path) -> None:
     counts, genes = pc9
     ensembl = [f"ENSG{i:011d}" for i in range(len(genes))]
-    files = [_write_cells(tmp_path / "a.tsv", counts[:30], ensembl, "a")]
+    files = [write_sample(tmp_path / "a.tsv", counts[:30], ensembl, "a")]
     store = Store(tmp_path / "store")
     store.ingest(files, IngestOptions("ensembl", samples=["a"], labels=["sensitive"]))
     with pytest.raises(InputError, match="scgpt needs gene symbols"):

@@ -189,6 +189,16 @@ MODELS: dict[str, ModelSpec] = {
             _files("panglao_pretrain.pth", "gene2vec_16906.npy"),
             "https://github.com/TencentAILabHealthcare/scBERT",
         ),
+        ModelSpec(
+            "cellplm",
+            "scdrugmap.embed.models.cellplm:CellPLMEmbedder",
+            "CellPLM: cells attend to each other within a batch; deterministic batches by sample",
+            "512 (20230926_85M)",
+            "gene symbols (19,374-gene list in the config)",
+            "all expressed genes of the config's list",
+            _files("*.best.ckpt", "*.config.json"),
+            "https://github.com/OmicsML/CellPLM",
+        ),
     )
 }
 

@@ -8,7 +8,7 @@ its own tokens, so batching is free to change without changing the result.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 
 import numpy as np
@@ -51,3 +51,34 @@ def length_batches(lengths: np.ndarray, max_tokens: int, max_cells: int) -> Iter
         size = max(1, min(max_cells, max_tokens // longest))
         yield order[start : start + size]
         start += size
+
+
+def embed_by_length(
+    lengths: np.ndarray,
+    dim: int,
+    batching: dict,
+    embed_group: Callable[[np.ndarray], np.ndarray],
+    min_length: int = 1,
+) -> np.ndarray:
+    """(n_cells, dim) float32 in input order, each length batch embedded by `embed_group`.
+
+    Cells with fewer than `min_length` tokens have nothing to embed: their
+    rows stay zero rather than failing the chunk.
+    """
+    out = np.zeros((len(lengths), dim), dtype=np.float32)
+    cells = np.flatnonzero(lengths >= min_length)
+    for group in length_batches(lengths[cells], **batching):
+        chosen = cells[group]
+        out[chosen] = embed_group(chosen)
+    return out
+
+
+def pad_ragged(
+    flat: np.ndarray, offsets: np.ndarray, cells: np.ndarray, fill: float | int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chosen cells' ragged rows as one padded matrix, and the mask of real tokens."""
+    lengths = offsets[cells + 1] - offsets[cells]
+    position = np.arange(int(lengths.max()))
+    keep = position[None, :] < lengths[:, None]
+    index = np.minimum(offsets[cells][:, None] + position[None, :], len(flat) - 1)
+    return np.where(keep, flat[index], fill), keep

@@ -23,7 +23,12 @@ from transformers import BertConfig, BertModel
 
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_pickle
-from scdrugmap.embed.torch_runtime import autocast, length_batches, resolve_device
+from scdrugmap.embed.torch_runtime import (
+    autocast,
+    embed_by_length,
+    pad_ragged,
+    resolve_device,
+)
 from scdrugmap.errors import InputError
 
 TARGET_SUM = 10_000
@@ -320,22 +325,17 @@ class GeneformerEmbedder:
 
     @torch.inference_mode()
     def embed(self, batch: GeneformerBatch) -> np.ndarray:
-        lengths = batch.lengths
-        out = np.zeros((len(lengths), self.dim), dtype=np.float32)
         # A cell with no known expressed gene has nothing to pool: its row stays zero.
-        cells = np.flatnonzero(lengths > (2 if self.tokenizer.special else 0))
-        for group in length_batches(lengths[cells], **self.batching):
-            chosen = cells[group]
-            out[chosen] = self._embed_group(batch, chosen)
-        return out
+        return embed_by_length(
+            batch.lengths,
+            self.dim,
+            self.batching,
+            lambda cells: self._embed_group(batch, cells),
+            min_length=3 if self.tokenizer.special else 1,
+        )
 
     def _embed_group(self, batch: GeneformerBatch, cells: np.ndarray) -> np.ndarray:
-        lengths = batch.lengths[cells]
-        width = int(lengths.max())
-        position = np.arange(width)
-        mask = position[None, :] < lengths[:, None]
-        index = np.minimum(batch.offsets[cells][:, None] + position[None, :], len(batch.ids) - 1)
-        ids = np.where(mask, batch.ids[index], self.model.config.pad_token_id)
+        ids, mask = pad_ragged(batch.ids, batch.offsets, cells, self.model.config.pad_token_id)
         input_ids = torch.from_numpy(ids).to(self.device)
         attention = torch.from_numpy(mask.astype(np.int64)).to(self.device)
         with autocast(self.device, self.settings["precision"]):
@@ -343,7 +343,8 @@ class GeneformerEmbedder:
                 input_ids=input_ids, attention_mask=attention, output_hidden_states=True
             ).hidden_states
         layer = hidden[self.model.config.num_hidden_layers + self.settings["emb_layer"]].float()
-        return self._pool(layer, torch.from_numpy(lengths).to(self.device)).cpu().numpy()
+        lengths = torch.from_numpy(batch.lengths[cells]).to(self.device)
+        return self._pool(layer, lengths).cpu().numpy()
 
     def _pool(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Mean over gene tokens (V2's <cls> and <eos> left out, as the reference does)."""

@@ -25,7 +25,12 @@ from scipy import sparse
 from torch import nn
 
 from scdrugmap.embed.provenance import file_sha256
-from scdrugmap.embed.torch_runtime import autocast, length_batches, resolve_device
+from scdrugmap.embed.torch_runtime import (
+    autocast,
+    embed_by_length,
+    pad_ragged,
+    resolve_device,
+)
 from scdrugmap.errors import InputError
 
 FILES = {"weights": "best_model.pt", "vocab": "vocab.json", "args": "args.json"}
@@ -509,30 +514,20 @@ class ScGPTEmbedder:
 
     @torch.inference_mode()
     def embed(self, batch: ScGPTBatch) -> np.ndarray:
-        lengths = batch.lengths
-        out = np.zeros((len(lengths), self.dim), dtype=np.float32)
-        cells = np.flatnonzero(lengths > 0)
-        for group in length_batches(lengths[cells], **self.batching):
-            chosen = cells[group]
-            out[chosen] = self._embed_group(batch, chosen)
-        return out
+        return embed_by_length(
+            batch.lengths, self.dim, self.batching, lambda cells: self._embed_group(batch, cells)
+        )
 
     def _embed_group(self, batch: ScGPTBatch, cells: np.ndarray) -> np.ndarray:
-        lengths = batch.lengths[cells]
-        width = int(lengths.max())
-        position = np.arange(width)
-        keep = position[None, :] < lengths[:, None]
-        index = np.minimum(batch.offsets[cells][:, None] + position[None, :], len(batch.ids) - 1)
-        ids = np.where(keep, batch.ids[index], self.tokenizer.vocab["<pad>"])
-        values = np.where(keep, batch.values[index], self.tokenizer.pad_value)
+        ids, keep = pad_ragged(batch.ids, batch.offsets, cells, self.tokenizer.vocab["<pad>"])
+        values, _ = pad_ragged(batch.values, batch.offsets, cells, self.tokenizer.pad_value)
         with autocast(self.device, self.settings["precision"]):
             hidden = self.model(
                 torch.from_numpy(ids).to(self.device),
                 torch.from_numpy(values.astype(np.float32)).to(self.device),
                 torch.from_numpy(keep).to(self.device),
             )
-        cls = hidden[:, 0].float()
-        return F.normalize(cls, dim=1).cpu().numpy()
+        return F.normalize(hidden[:, 0].float(), dim=1).cpu().numpy()
 
     def provenance(self) -> dict:
         return {"weights_sha256": self._weights_sha256, "settings": self.settings}
