@@ -47,6 +47,23 @@ def _split_id(plan: SplitPlan, cells: pd.DataFrame) -> str:
     return f"{plan.kind}-{digest.hexdigest()[:16]}"
 
 
+def split_record(
+    split_id: str, plan: SplitPlan, n_cells: int, where: str | None, note: str | None = None
+) -> dict:
+    """The `splits` row of a plan: which cells were held out how, under which selection."""
+    return {
+        "split_id": split_id,
+        "kind": plan.kind,
+        "n_folds": len(plan.folds),
+        "n_cells": n_cells,
+        "cell_level": plan.cell_level,
+        "note": plan.note if note is None else note,
+        "params": canonical_json(plan.params),
+        "selection": where,
+        "created_at": utc_now(),
+    }
+
+
 def _save_split(store_path: Path, split_id: str, plan: SplitPlan, cells: pd.DataFrame) -> None:
     """Keep every fold's exact cells so the run can be repeated or audited."""
     path = store_path / "splits" / f"{split_id}.npz"
@@ -194,17 +211,7 @@ def evaluate(
         "versions": canonical_json(package_versions()),
         "created_at": utc_now(),
     }
-    split_row = {
-        "split_id": split_id,
-        "kind": plan.kind,
-        "n_folds": len(plan.folds),
-        "n_cells": len(cells),
-        "cell_level": plan.cell_level,
-        "note": plan.note,
-        "params": canonical_json(plan.params),
-        "selection": where,
-        "created_at": utc_now(),
-    }
+    split_row = split_record(split_id, plan, len(cells), where)
     results_frame = pd.DataFrame(results)
     write_run(
         store.catalog_path,

@@ -37,6 +37,7 @@ from scdrugmap.classify.evaluate import (
     _metric_rows,
     _save_split,
     _split_id,
+    split_record,
     write_run,
 )
 from scdrugmap.classify.splits import Fold, SplitPlan
@@ -311,17 +312,13 @@ def run_zeroshot(
         "versions": canonical_json(package_versions()),
         "created_at": utc_now(),
     }
-    split_row = {
-        "split_id": split_id,
-        "kind": "zero-shot",
-        "n_folds": 1,
-        "n_cells": n,
-        "cell_level": True,
-        "note": "one fold: every selected cell is a test cell; nothing is trained",
-        "params": canonical_json(plan.params),
-        "selection": where,
-        "created_at": utc_now(),
-    }
+    split_row = split_record(
+        split_id,
+        plan,
+        n,
+        where,
+        note="one fold: every selected cell is a test cell; nothing is trained",
+    )
     results_frame = pd.DataFrame(results)
     write_run(
         store.catalog_path,
