@@ -47,3 +47,18 @@ class Embedder(Protocol):
     def provenance(self) -> dict:
         """`weights_sha256` and the `settings` that change the output."""
         ...
+
+
+@runtime_checkable
+class TrainableEmbedder(Embedder, Protocol):
+    """A transformer embedder fine-tuning can train through (LoRA adapters on `model`).
+
+    `embed` is `encode` under inference mode, batch by batch, so the frozen and
+    fine-tuned paths compute the very same function of a cell.
+    """
+
+    model: Any
+
+    def encode(self, batch: Any, cells: np.ndarray) -> Any:
+        """The chosen cells' (len(cells), dim) embeddings as a differentiable torch tensor."""
+        ...

@@ -330,11 +330,13 @@ class GeneformerEmbedder:
             batch.lengths,
             self.dim,
             self.batching,
-            lambda cells: self._embed_group(batch, cells),
+            lambda cells: self.encode(batch, cells).cpu().numpy(),
             min_length=3 if self.tokenizer.special else 1,
         )
 
-    def _embed_group(self, batch: GeneformerBatch, cells: np.ndarray) -> np.ndarray:
+    def encode(self, batch: GeneformerBatch, cells: np.ndarray) -> torch.Tensor:
+        """The chosen cells' embeddings as a tensor on the model's device, differentiable
+        outside `embed` (fine-tuning trains through it)."""
         ids, mask = pad_ragged(batch.ids, batch.offsets, cells, self.model.config.pad_token_id)
         input_ids = torch.from_numpy(ids).to(self.device)
         attention = torch.from_numpy(mask.astype(np.int64)).to(self.device)
@@ -344,7 +346,7 @@ class GeneformerEmbedder:
             ).hidden_states
         layer = hidden[self.model.config.num_hidden_layers + self.settings["emb_layer"]].float()
         lengths = torch.from_numpy(batch.lengths[cells]).to(self.device)
-        return self._pool(layer, lengths).cpu().numpy()
+        return self._pool(layer, lengths)
 
     def _pool(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Mean over gene tokens (V2's <cls> and <eos> left out, as the reference does)."""

@@ -515,10 +515,15 @@ class ScGPTEmbedder:
     @torch.inference_mode()
     def embed(self, batch: ScGPTBatch) -> np.ndarray:
         return embed_by_length(
-            batch.lengths, self.dim, self.batching, lambda cells: self._embed_group(batch, cells)
+            batch.lengths,
+            self.dim,
+            self.batching,
+            lambda cells: self.encode(batch, cells).cpu().numpy(),
         )
 
-    def _embed_group(self, batch: ScGPTBatch, cells: np.ndarray) -> np.ndarray:
+    def encode(self, batch: ScGPTBatch, cells: np.ndarray) -> torch.Tensor:
+        """The chosen cells' embeddings as a tensor on the model's device, differentiable
+        outside `embed` (fine-tuning trains through it)."""
         ids, keep = pad_ragged(batch.ids, batch.offsets, cells, self.tokenizer.vocab["<pad>"])
         values, _ = pad_ragged(batch.values, batch.offsets, cells, self.tokenizer.pad_value)
         with autocast(self.device, self.settings["precision"]):
@@ -527,7 +532,7 @@ class ScGPTEmbedder:
                 torch.from_numpy(values.astype(np.float32)).to(self.device),
                 torch.from_numpy(keep).to(self.device),
             )
-        return F.normalize(hidden[:, 0].float(), dim=1).cpu().numpy()
+        return F.normalize(hidden[:, 0].float(), dim=1)
 
     def provenance(self) -> dict:
         return {"weights_sha256": self._weights_sha256, "settings": self.settings}
