@@ -7,7 +7,7 @@ touches the runner, the store or the classifiers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,8 +32,8 @@ class Embedder(Protocol):
         """
         ...
 
-    def gene_vocabulary(self) -> set[str]:
-        """Gene identifiers the model knows, for per-cell coverage."""
+    def gene_vocabulary(self) -> Container[str]:
+        """Gene identifiers the model knows, for per-cell coverage (only `in` is asked of it)."""
         ...
 
     def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,7 +105,7 @@ def _check_coverage(
         )
 
 
-def _known_genes(genes: Sequence[str], vocabulary: set[str]) -> np.ndarray:
+def _known_genes(genes: Sequence[str], vocabulary: Container[str]) -> np.ndarray:
     return np.fromiter((g in vocabulary for g in genes), dtype=bool, count=len(genes))
 
 

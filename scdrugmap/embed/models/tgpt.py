@@ -1,0 +1,316 @@
+"""tGPT: a cell as the sentence of its most expressed gene symbols, read by GPT-2.
+
+The authors pre-trained a GPT-2 on "sentences" of gene symbols ranked by
+decreasing expression (`-` and `.` in symbols written as `_`, as their
+feature-extraction code does) and embed a cell as the mean of the last hidden
+states over its gene tokens, leaving out the `</b>` and `</s>` that the
+tokenizer puts around the sentence. The tokenizer is word-level, so a
+sentence is a lookup of each symbol in its vocabulary: done here on the whole
+chunk at once instead of through strings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from scipy import sparse
+from transformers import GPT2Model
+from transformers.utils import logging as transformers_logging
+
+from scdrugmap.embed.provenance import file_sha256
+from scdrugmap.embed.torch_runtime import (
+    autocast,
+    embed_by_length,
+    pad_ragged,
+    resolve_device,
+)
+from scdrugmap.errors import InputError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+DEFAULTS = {"max_length": None, "precision": "float32"}
+BATCHING = {"max_tokens": 65_536, "max_cells": 512}
+# The reference's LineDataset rewrites these characters before tokenising.
+_SEPARATORS = re.compile(r"[-.]")
+_ONE_WORD = re.compile(r"^\w+$")
+
+
+def sentence_symbol(gene: str) -> str:
+    """A gene symbol as tGPT's sentences spell it (HLA-B -> HLA_B, RP11-1.2 -> RP11_1_2)."""
+    return _SEPARATORS.sub("_", gene)
+
+
+@dataclass(frozen=True)
+class WordVocabulary:
+    """The word-level tokenizer.json: symbol ids, and the ids the template adds around a cell."""
+
+    ids: dict[str, int]
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+    @classmethod
+    def read(cls, path: Path) -> WordVocabulary:
+        try:
+            spec = json.loads(path.read_text())
+            model, template = spec["model"], spec["post_processor"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise InputError(f"{path}: not a tGPT tokenizer.json ({error})") from error
+        if model.get("type") != "WordLevel" or template.get("type") != "TemplateProcessing":
+            raise InputError(
+                f"{path}: tGPT's tokenizer is word-level with a </b> ... </s> template; "
+                f"this one is {model.get('type')} / {template.get('type')}"
+            )
+        single = template["single"]
+        if len(single) != 3 or "Sequence" not in single[1]:
+            raise InputError(f"{path}: expected the template '</b> $A </s>'")
+        vocab = {str(k): int(v) for k, v in model["vocab"].items()}
+        bos, eos = (single[i]["SpecialToken"]["id"] for i in (0, 2))
+        specials = {t["content"]: int(t["id"]) for t in spec.get("added_tokens", [])}
+        if "<pad>" not in specials:
+            raise InputError(f"{path}: no <pad> token")
+        return cls(vocab, vocab[bos], vocab[eos], specials["<pad>"])
+
+    def gene_ids(self, genes: Sequence[str]) -> np.ndarray:
+        """Token id per data column, -1 where the symbol is not one vocabulary word."""
+        special = {self.bos_id, self.eos_id, self.pad_id}
+        ids = []
+        for gene in genes:
+            word = sentence_symbol(str(gene))
+            token = self.ids.get(word, -1) if _ONE_WORD.match(word) else -1
+            ids.append(-1 if token in special else token)
+        return np.array(ids, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class SpelledGenes:
+    """The genes tGPT knows, as a data set may spell them: `HLA-B` and `HLA.B` are `HLA_B`.
+
+    Answers `in` like a set of gene names; the spellings are too many to list.
+    """
+
+    vocabulary: WordVocabulary
+
+    def __contains__(self, gene: object) -> bool:
+        return bool(self.vocabulary.gene_ids([str(gene)])[0] >= 0)
+
+
+@dataclass(frozen=True)
+class TGPTBatch:
+    """Ragged token ids, `</b>` genes `</s>`: cell i is `ids[offsets[i]:offsets[i + 1]]`."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def rank_expressed(
+    counts: sparse.csr_matrix, columns: np.ndarray, n_genes: int
+) -> sparse.csr_matrix:
+    """Each cell's `n_genes` highest expressed known genes, in decreasing order.
+
+    Returns a CSR matrix whose row i lists, in rank order, the positions (into
+    `columns`) of cell i's top genes; equal counts keep the data's column order.
+    """
+    known = sparse.csr_matrix(counts[:, columns], dtype=np.float64)
+    known.eliminate_zeros()
+    known.sort_indices()
+    per_cell = np.diff(known.indptr)
+    rows = np.repeat(np.arange(known.shape[0]), per_cell)
+    order = np.lexsort((known.indices, -known.data, rows))
+    position = np.arange(len(order)) - np.repeat(known.indptr[:-1], per_cell)
+    keep = order[position < n_genes]
+    kept = np.minimum(per_cell, n_genes)
+    indptr = np.r_[0, np.cumsum(kept)].astype(np.int64)
+    ranked = known.indices[keep]
+    return sparse.csr_matrix(
+        (np.ones(len(ranked)), ranked, indptr), shape=(known.shape[0], len(columns))
+    )
+
+
+class TGPTTokenizer:
+    """Ranked sentences as token ids, the whole chunk at once."""
+
+    def __init__(self, vocabulary: WordVocabulary, max_length: int) -> None:
+        self.vocabulary = vocabulary
+        self.max_length = max_length
+        self._cache: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
+
+    @property
+    def n_genes(self) -> int:
+        return self.max_length - 2
+
+    def known_columns(self, genes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        key = tuple(genes)
+        if self._cache is None or self._cache[0] != key:
+            ids = self.vocabulary.gene_ids(genes)
+            columns = np.flatnonzero(ids >= 0)
+            self._cache = (key, columns, ids[columns])
+        return self._cache[1], self._cache[2]
+
+    def sentences(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> list[str]:
+        """The cells in the reference's text form (what its tokenizer reads)."""
+        columns, _ = self.known_columns(genes)
+        ranked = rank_expressed(counts, columns, self.n_genes)
+        names = np.array([sentence_symbol(str(genes[c])) for c in columns], dtype=object)
+        return [
+            " ".join(names[ranked.indices[ranked.indptr[i] : ranked.indptr[i + 1]]])
+            for i in range(ranked.shape[0])
+        ]
+
+    def __call__(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> TGPTBatch:
+        columns, tokens = self.known_columns(genes)
+        ranked = rank_expressed(counts, columns, self.n_genes)
+        per_cell = np.diff(ranked.indptr)
+        framed = np.where(per_cell > 0, per_cell + 2, 0)
+        offsets = np.r_[0, np.cumsum(framed)].astype(np.int64)
+        ids = np.empty(offsets[-1], dtype=np.int64)
+        starts = offsets[:-1][per_cell > 0]
+        ids[starts] = self.vocabulary.bos_id
+        ids[offsets[1:][per_cell > 0] - 1] = self.vocabulary.eos_id
+        slot = np.arange(len(ranked.indices)) - np.repeat(ranked.indptr[:-1], per_cell)
+        ids[np.repeat(offsets[:-1], per_cell) + 1 + slot] = tokens[ranked.indices]
+        return TGPTBatch(ids, offsets)
+
+
+def _weights_file(checkpoint: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (checkpoint / name).is_file():
+            return checkpoint / name
+    raise InputError(
+        f"{checkpoint}: no model.safetensors or pytorch_model.bin; give the directory of the "
+        "published tGPT model"
+    )
+
+
+def _load_model(checkpoint: Path) -> GPT2Model:
+    """GPT-2 without its language-model head (`transformer.*` of the published GPT2LMHeadModel)."""
+    transformers_logging.disable_progress_bar()
+    try:
+        model = GPT2Model.from_pretrained(
+            checkpoint, local_files_only=True, attn_implementation="sdpa"
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        raise InputError(
+            f"{checkpoint}: not a loadable GPT-2 checkpoint ({str(error).splitlines()[0]})"
+        ) from error
+    return model.eval()
+
+
+class TGPTEmbedder:
+    """Cell embeddings as tGPT's feature extraction makes them.
+
+    Options: `max_length` (tokens per cell including `</b>` and `</s>`; the
+    model's `n_positions` by default, 64 for transcriptome-gpt-1024-8-16-64,
+    so 62 genes), `precision` (autocast on CUDA) and `max_tokens` /
+    `max_cells` (batch budget; no effect on the result).
+    """
+
+    name = "tgpt"
+    lora_targets: ClassVar[list[str]] = ["c_attn"]
+    requires_counts = True
+    gene_id_hint = "tgpt needs gene symbols"
+
+    def __init__(
+        self,
+        model: GPT2Model,
+        tokenizer: TGPTTokenizer,
+        device: torch.device,
+        settings: dict,
+        batching: dict,
+        weights_sha256: str,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.settings = settings
+        self.batching = batching
+        self.dim = int(model.config.n_embd)
+        self._weights_sha256 = weights_sha256
+
+    @classmethod
+    def load(cls, checkpoint: Path, device: str = "cpu", **options) -> TGPTEmbedder:
+        checkpoint = Path(checkpoint)
+        tokenizer_file = checkpoint / "tokenizer.json"
+        if not tokenizer_file.is_file():
+            raise InputError(f"{checkpoint}: no tokenizer.json (tGPT's word-level tokenizer)")
+        settings = {**DEFAULTS, **{k: options.pop(k) for k in DEFAULTS if k in options}}
+        batching = {**BATCHING, **{k: int(options.pop(k)) for k in BATCHING if k in options}}
+        if options:
+            raise InputError(f"tgpt: unknown option(s) {', '.join(sorted(options))}")
+        vocabulary = WordVocabulary.read(tokenizer_file)
+        weights = _weights_file(checkpoint)
+        model = _load_model(checkpoint)
+        settings = _checked(settings, model)
+        if model.config.vocab_size < len(vocabulary.ids):
+            raise InputError(
+                f"{checkpoint}: the model knows {model.config.vocab_size} tokens but "
+                f"tokenizer.json has {len(vocabulary.ids)}; the files are from different models"
+            )
+        settings.update(tokenizer_sha256=file_sha256(tokenizer_file), pooling="mean of genes")
+        resolved = resolve_device(device)
+        return cls(
+            model.to(resolved),
+            TGPTTokenizer(vocabulary, settings["max_length"]),
+            resolved,
+            settings,
+            batching,
+            file_sha256(weights),
+        )
+
+    def gene_vocabulary(self) -> SpelledGenes:
+        return SpelledGenes(self.tokenizer.vocabulary)
+
+    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> TGPTBatch:
+        return self.tokenizer(counts, genes)
+
+    @torch.inference_mode()
+    def embed(self, batch: TGPTBatch) -> np.ndarray:
+        return embed_by_length(
+            batch.lengths,
+            self.dim,
+            self.batching,
+            lambda cells: self.encode(batch, cells).cpu().numpy(),
+            min_length=3,
+        )
+
+    def encode(self, batch: TGPTBatch, cells: np.ndarray) -> torch.Tensor:
+        """Mean of the last hidden states over gene tokens (differentiable outside `embed`).
+
+        Padding goes on the right, so under GPT-2's causal attention no real
+        token ever sees it: a cell's output does not depend on its batch.
+        """
+        ids, keep = pad_ragged(batch.ids, batch.offsets, cells, self.tokenizer.vocabulary.pad_id)
+        mask = torch.from_numpy(keep.astype(np.int64)).to(self.device)
+        with autocast(self.device, self.settings["precision"]):
+            hidden = self.model(
+                input_ids=torch.from_numpy(ids).to(self.device), attention_mask=mask
+            ).last_hidden_state.float()
+        lengths = torch.from_numpy(batch.lengths[cells]).to(self.device)
+        position = torch.arange(hidden.shape[1], device=self.device)[None, :]
+        genes = (position >= 1) & (position < lengths[:, None] - 1)
+        summed = hidden.masked_fill(~genes[:, :, None], 0.0).sum(1)
+        return summed / (lengths[:, None] - 2).float()
+
+    def provenance(self) -> dict:
+        return {"weights_sha256": self._weights_sha256, "settings": self.settings}
+
+
+def _checked(settings: dict, model: GPT2Model) -> dict:
+    positions = int(model.config.n_positions)
+    length = positions if settings["max_length"] is None else int(settings["max_length"])
+    if not 3 <= length <= positions:
+        raise InputError(
+            f"tgpt: max_length must be between 3 and the model's {positions} positions"
+        )
+    autocast(torch.device("cpu"), settings["precision"])
+    return {**settings, "max_length": length}
