@@ -21,6 +21,7 @@ Kinds, tested in this order:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -69,6 +70,26 @@ def gene_id_kinds(names: Sequence[str]) -> np.ndarray:
         kinds[hit] = kind
         undecided &= ~hit
     return kinds
+
+
+_PRECEDENCE = tuple(
+    (kind, re.compile(pattern))
+    for kind, pattern in (
+        ("ensembl", _ENSEMBL_RE),
+        ("entrez", _ENTREZ_RE),
+        ("other", _BARCODE_RE),
+        ("symbol", _SYMBOL_RE),
+    )
+)
+
+
+def is_gene_symbol(name: str) -> bool:
+    """One name's kind is 'symbol' (as `gene_id_kinds` decides), without building a Series."""
+    name = str(name).strip()
+    for kind, pattern in _PRECEDENCE:
+        if pattern.match(name):
+            return kind == "symbol"
+    return False
 
 
 def classify_gene_ids(names: Sequence[str]) -> dict[str, int]:

@@ -25,6 +25,7 @@ from transformers import GPT2Model
 from transformers.utils import logging as transformers_logging
 
 from scdrugmap.embed.provenance import file_sha256
+from scdrugmap.embed.ranking import rank_expressed
 from scdrugmap.embed.torch_runtime import (
     autocast,
     embed_by_length,
@@ -111,30 +112,6 @@ class TGPTBatch:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
-
-
-def rank_expressed(
-    counts: sparse.csr_matrix, columns: np.ndarray, n_genes: int
-) -> sparse.csr_matrix:
-    """Each cell's `n_genes` highest expressed known genes, in decreasing order.
-
-    Returns a CSR matrix whose row i lists, in rank order, the positions (into
-    `columns`) of cell i's top genes; equal counts keep the data's column order.
-    """
-    known = sparse.csr_matrix(counts[:, columns], dtype=np.float64)
-    known.eliminate_zeros()
-    known.sort_indices()
-    per_cell = np.diff(known.indptr)
-    rows = np.repeat(np.arange(known.shape[0]), per_cell)
-    order = np.lexsort((known.indices, -known.data, rows))
-    position = np.arange(len(order)) - np.repeat(known.indptr[:-1], per_cell)
-    keep = order[position < n_genes]
-    kept = np.minimum(per_cell, n_genes)
-    indptr = np.r_[0, np.cumsum(kept)].astype(np.int64)
-    ranked = known.indices[keep]
-    return sparse.csr_matrix(
-        (np.ones(len(ranked)), ranked, indptr), shape=(known.shape[0], len(columns))
-    )
 
 
 class TGPTTokenizer:
