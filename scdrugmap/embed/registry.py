@@ -150,6 +150,19 @@ MODELS: dict[str, ModelSpec] = {
             ),
             "any Hugging Face model directory, e.g. https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2",
         ),
+        ModelSpec(
+            "scfoundation",
+            "scdrugmap.embed.models.scfoundation:ScFoundationEmbedder",
+            "scFoundation: 19,264-gene panel with total-count tokens; S, T, max and mean pooled",
+            "3072 (100M model; 768 with pool_type=max)",
+            "gene symbols (19,264-gene panel)",
+            "expressed panel genes + 2 count tokens",
+            _files(
+                "models.ckpt",
+                FileRule(("OS_scRNA_gene_index.19264.tsv",), option="gene_index"),
+            ),
+            "https://github.com/biomap-research/scFoundation (models.ckpt via its README link)",
+        ),
     )
 }
 
