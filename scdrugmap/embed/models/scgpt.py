@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from scipy import sparse
 from torch import nn
 
+from scdrugmap.embed.cell_random import CellGenes, cell_seeds, gene_draws, uniform
 from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_runtime import (
@@ -47,22 +48,8 @@ ATTENTION_RENAMES = (
 )
 ENCODER_PREFIXES = ("encoder.", "value_encoder.", "transformer_encoder.")
 
-_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _BIN_STREAM = np.uint64(0x5EED_0001)
 _SAMPLE_STREAM = np.uint64(0x5EED_0002)
-
-
-def _mix(values: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a fixed, well-spread hash of 64-bit integers."""
-    z = values.astype(np.uint64, copy=True)
-    z ^= z >> np.uint64(30)
-    z *= _MIX_1
-    z ^= z >> np.uint64(27)
-    z *= _MIX_2
-    z ^= z >> np.uint64(31)
-    return z
 
 
 def _cell_major_order(cells: np.ndarray, keys: np.ndarray, key_bits: int) -> np.ndarray:
@@ -88,11 +75,6 @@ def sampling_order(cells: np.ndarray, draws: np.ndarray) -> np.ndarray:
     return _cell_major_order(cells, draws >> np.uint64(20), 44)
 
 
-def _uniform(bits: np.ndarray) -> np.ndarray:
-    """[0, 1) doubles from 64-bit hashes, 53 bits of each."""
-    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
 @dataclass(frozen=True)
 class ScGPTBatch:
     """Ragged model input: cell i is `ids[offsets[i]:offsets[i + 1]]`, <cls> first."""
@@ -104,34 +86,6 @@ class ScGPTBatch:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
-
-
-@dataclass(frozen=True)
-class CellGenes:
-    """A chunk's in-vocabulary expressed genes, grouped by cell in the data's column order."""
-
-    tokens: np.ndarray
-    values: np.ndarray
-    cells: np.ndarray
-    counts: np.ndarray
-
-    @property
-    def starts(self) -> np.ndarray:
-        return np.r_[0, np.cumsum(self.counts)[:-1]].astype(np.int64)
-
-
-def cell_seeds(genes: CellGenes, seed: int) -> np.ndarray:
-    """One 64-bit seed per cell from its genes and values, whatever their order or company."""
-    value_bits = genes.values.astype(np.float32).view(np.uint32).astype(np.uint64)
-    per_gene = _mix(genes.tokens.astype(np.uint64) * _GOLDEN ^ value_bits)
-    sums = np.zeros(len(genes.counts), dtype=np.uint64)
-    np.add.at(sums, genes.cells, per_gene)
-    return _mix(sums ^ _mix(np.full(len(sums), seed, dtype=np.uint64)))
-
-
-def gene_draws(genes: CellGenes, seeds: np.ndarray, stream: np.uint64) -> np.ndarray:
-    """A per-(cell, gene) 64-bit hash: the random numbers of one named use."""
-    return _mix(seeds[genes.cells] ^ _mix(genes.tokens.astype(np.uint64) + stream))
 
 
 def quantile_edges(
@@ -237,7 +191,7 @@ class ScGPTTokenizer:
         expressed = self.expressed(counts, genes)
         seeds = cell_seeds(expressed, self.seed)
         digits = digitize_within_cells(
-            expressed, self.n_bins, _uniform(gene_draws(expressed, seeds, _BIN_STREAM))
+            expressed, self.n_bins, uniform(gene_draws(expressed, seeds, _BIN_STREAM))
         )
         kept = self._sample(expressed, gene_draws(expressed, seeds, _SAMPLE_STREAM))
         return self._frame(expressed, digits, kept)
