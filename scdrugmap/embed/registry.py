@@ -163,6 +163,22 @@ MODELS: dict[str, ModelSpec] = {
             ),
             "https://github.com/biomap-research/scFoundation (models.ckpt via its README link)",
         ),
+        ModelSpec(
+            "uce",
+            "scdrugmap.embed.models.uce:UCEEmbedder",
+            "UCE: genes sampled by expression, in genome order, as ESM2 proteins; CLS output",
+            "1280",
+            "gene symbols with ESM2 protein embeddings",
+            "1536 (1,024 sampled genes + chromosome tokens)",
+            _files(
+                FileRule(("4layer_model.torch", "33l_8ep_1024t_1280.torch"), option="model_file"),
+                "all_tokens.torch",
+                "species_chrom.csv",
+                "species_offsets.pkl",
+                "protein_embeddings/*ESM2.pt",
+            ),
+            "https://github.com/snap-stanford/UCE (model_files on figshare)",
+        ),
     )
 }
 
