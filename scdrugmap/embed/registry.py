@@ -179,6 +179,20 @@ MODELS: dict[str, ModelSpec] = {
             ),
             "https://github.com/snap-stanford/UCE (model_files on figshare)",
         ),
+        ModelSpec(
+            "scbert",
+            "scdrugmap.embed.models.scbert:ScBERTEmbedder",
+            "scBERT: binned log2-normalised panel expression through a Performer; mean pooled",
+            "200",
+            "gene symbols (16,906-gene PanglaoDB panel)",
+            "16907 (panel + 1, every cell)",
+            _files(
+                "panglao_pretrain.pth",
+                "gene2vec_16906.npy",
+                FileRule(("gene_panel.txt", "panglao_10000.h5ad"), option="gene_panel"),
+            ),
+            "https://github.com/TencentAILabHealthcare/scBERT (checkpoint and data via its README)",
+        ),
     )
 }
 

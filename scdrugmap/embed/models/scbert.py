@@ -1,0 +1,407 @@
+"""scBERT: binned expression of a fixed 16,906-gene panel through a Performer.
+
+The authors' pipeline maps a cell onto the PanglaoDB panel, normalises to
+10,000 counts, takes log2(1 + x), clips at the top bin and truncates to an
+integer token (0..5), appends one token 0, and adds gene2vec vectors as gene
+positions. Every cell is the same 16,907 tokens long, so no padding ever
+enters; the FAVOR+ attention uses the fixed random features stored in the
+checkpoint, never redrawn.
+
+The cell embedding: scBERT was published as a cell-type classifier and has
+no embedding of its own; its fine-tuning head reads all 16,907 output
+vectors. scDrugMap used the frozen encoder's output; we take the mean over
+all positions of the final normalised hidden states (`pooling=mean`), with
+`pooling=expressed` (mean over the genes the cell expresses) and
+`pooling=last` (the appended token) as alternatives.
+
+One deviation, for batch independence: FAVOR+ stabilises the key features
+with the maximum over the whole batch; that maximum cancels except against a
+small additive epsilon, so we take it per cell, which is exactly what the
+reference computes when it predicts one cell at a time (as its predict.py
+does).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import sparse
+from torch import nn
+
+from scdrugmap.embed.provenance import file_sha256
+from scdrugmap.embed.torch_runtime import autocast, embed_by_length, resolve_device
+from scdrugmap.errors import InputError
+
+WEIGHTS = "panglao_pretrain.pth"
+GENE2VEC = "gene2vec_16906.npy"
+PANEL_FILES = ("gene_panel.txt", "panglao_10000.h5ad")
+POOLINGS = ("mean", "expressed", "last")
+DEFAULTS = {"bin_num": 5, "heads": 10, "dim_head": 64, "pooling": "mean", "precision": "float32"}
+BATCHING = {"max_tokens": 16_907 * 4, "max_cells": 4}
+KERNEL_EPS = 1e-4
+
+
+def read_panel(path: Path) -> list[str]:
+    """The gene panel: one symbol per line, or the var names of panglao_10000.h5ad."""
+    if path.suffix == ".h5ad":
+        import anndata
+
+        return list(anndata.read_h5ad(path, backed="r").var_names.astype(str))
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class ScBERTBatch:
+    """Dense tokens: every cell is the whole panel plus one appended token."""
+
+    tokens: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.full(len(self.tokens), self.tokens.shape[1], dtype=np.int64)
+
+
+class ScBERTTokenizer:
+    """The reference preprocessing (scanpy's normalize_total and base-2 log1p), then bins."""
+
+    def __init__(self, panel: list[str], bin_num: int) -> None:
+        self.panel = panel
+        self.bin_num = bin_num
+        self.index = {}
+        for position, gene in enumerate(panel):
+            self.index.setdefault(gene, position)
+        self._cache: tuple[tuple[str, ...], sparse.csc_matrix] | None = None
+
+    def panel_map(self, genes: Sequence[str]) -> sparse.csc_matrix:
+        key = tuple(genes)
+        if self._cache is None or self._cache[0] != key:
+            pairs = {}
+            for column, gene in enumerate(genes):
+                position = self.index.get(str(gene))
+                if position is not None:
+                    pairs.setdefault(position, column)
+            rows, cols = list(pairs.values()), list(pairs)
+            self._cache = (
+                key,
+                sparse.csc_matrix(
+                    (np.ones(len(rows), dtype=np.float32), (rows, cols)),
+                    shape=(len(genes), len(self.panel)),
+                ),
+            )
+        return self._cache[1]
+
+    def __call__(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> ScBERTBatch:
+        on_panel = sparse.csr_matrix(
+            sparse.csr_matrix(counts, dtype=np.float32) @ self.panel_map(genes)
+        )
+        totals = np.asarray(on_panel.sum(axis=1), dtype=np.float32).ravel()
+        rows = np.repeat(np.arange(on_panel.shape[0]), np.diff(on_panel.indptr))
+        # scanpy's order: scale rows by target / total, log1p in float32, divide by ln 2.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = (np.float32(1e4) / totals)[rows]
+            logged = (np.log1p(on_panel.data * scale) / np.log(2)).astype(np.float32)
+        binned = np.minimum(np.nan_to_num(logged), self.bin_num).astype(np.int64)
+        tokens = np.zeros((on_panel.shape[0], len(self.panel) + 1), dtype=np.int64)
+        tokens[rows, on_panel.indices] = binned
+        return ScBERTBatch(tokens)
+
+
+class FastAttention(nn.Module):
+    """Holds the checkpoint's fixed FAVOR+ random features (`projection_matrix`)."""
+
+    def __init__(self, features: int, dim_head: int) -> None:
+        super().__init__()
+        self.register_buffer("projection_matrix", torch.zeros(features, dim_head))
+
+    def features(self, data: torch.Tensor, is_query: bool) -> torch.Tensor:
+        """Positive random features of the softmax kernel, stabilised by a maximum:
+        per query row for queries, per cell (all heads and positions) for keys."""
+        normalizer = data.shape[-1] ** -0.25
+        ratio = self.projection_matrix.shape[0] ** -0.5
+        projected = (normalizer * data) @ self.projection_matrix.t().type_as(data)
+        diagonal = (data**2).sum(-1, keepdim=True) / 2.0 * normalizer**2
+        if is_query:
+            largest = projected.amax(dim=-1, keepdim=True)
+        else:
+            largest = projected.amax(dim=(1, 2, 3), keepdim=True)
+        return ratio * (torch.exp(projected - diagonal - largest) + KERNEL_EPS)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k = self.features(q, True), self.features(k, False)
+        normaliser = 1.0 / torch.einsum("...nd,...d->...n", q, k.sum(dim=-2))
+        context = torch.einsum("...nd,...ne->...de", k, v)
+        return torch.einsum("...de,...nd,...n->...ne", context, q, normaliser)
+
+
+class PerformerAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dim_head: int, features: int) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.fast_attention = FastAttention(features, dim_head)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(dim, inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.to_out = nn.Linear(inner, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, length, self.heads, -1).transpose(1, 2)
+
+        out = self.fast_attention(split(self.to_q(x)), split(self.to_k(x)), split(self.to_v(x)))
+        return self.to_out(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, dim * mult)
+        self.w2 = nn.Linear(dim * mult, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.gelu(self.w1(x)))
+
+
+class Wrapped(nn.Module):
+    """A module under `.fn`, as the reference's PreLayerNorm and Chunk wrappers name it."""
+
+    def __init__(self, fn: nn.Module, norm_dim: int | None = None) -> None:
+        super().__init__()
+        if norm_dim is not None:
+            self.norm = nn.LayerNorm(norm_dim)
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(self.norm(x) if hasattr(self, "norm") else x)
+
+
+class Layers(nn.Module):
+    """`performer.net.layers.N.{0,1}`: pre-norm attention and feed-forward, residual."""
+
+    def __init__(self, blocks: list[nn.ModuleList]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for attention, feed_forward in self.layers:
+            x = x + attention(x)
+            x = x + feed_forward(x)
+        return x
+
+
+class Performer(nn.Module):
+    def __init__(self, net: Layers) -> None:
+        super().__init__()
+        self.net = net
+
+
+class GenePositions(nn.Module):
+    """gene2vec vectors per panel position plus a zero row, kept in float64 as published."""
+
+    def __init__(self, length: int, dim: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(length, dim, dtype=torch.float64)
+
+
+class ScBERTModel(nn.Module):
+    """PerformerLM up to its final norm (the `to_out` token head plays no part)."""
+
+    def __init__(self, shapes: dict, heads: int, dim_head: int) -> None:
+        super().__init__()
+        dim = shapes["dim"]
+        self.token_emb = nn.Embedding(shapes["num_tokens"], dim)
+        self.pos_emb = GenePositions(shapes["seq_len"], dim)
+        blocks = [
+            nn.ModuleList(
+                [
+                    Wrapped(PerformerAttention(dim, heads, dim_head, shapes["features"]), dim),
+                    Wrapped(Wrapped(FeedForward(dim)), dim),
+                ]
+            )
+            for _ in range(shapes["depth"])
+        ]
+        self.performer = Performer(Layers(blocks))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        hidden = self.token_emb(tokens)
+        # In place, as the reference adds them: float64 positions into float32 tokens.
+        hidden += self.pos_emb.emb.weight[: tokens.shape[1]]
+        return self.norm(self.performer.net(hidden))
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict:
+    try:
+        depth = {int(k.split(".")[3]) for k in state if k.startswith("performer.net.layers.")}
+        projection = state["performer.net.layers.0.0.fn.fast_attention.projection_matrix"]
+        return {
+            "num_tokens": state["token_emb.weight"].shape[0],
+            "dim": state["token_emb.weight"].shape[1],
+            "seq_len": state["pos_emb.emb.weight"].shape[0],
+            "features": projection.shape[0],
+            "depth": len(depth),
+        }
+    except KeyError as error:
+        raise InputError(f"not an scBERT PerformerLM checkpoint: no {error}") from error
+
+
+def load_state(folder: Path) -> dict[str, torch.Tensor]:
+    path = folder / WEIGHTS
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as error:
+        raise InputError(
+            f"{path}: not a plain checkpoint ({str(error).splitlines()[0]}); use it as published"
+        ) from error
+    state = saved.get("model_state_dict", saved) if isinstance(saved, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: holds no model_state_dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if "pos_emb.emb.weight" not in state:
+        vectors = np.load(folder / GENE2VEC)
+        table = np.concatenate((vectors, np.zeros((1, vectors.shape[1]))), axis=0)
+        state["pos_emb.emb.weight"] = torch.from_numpy(table)
+    return state
+
+
+def build_model(folder: Path, heads: int, dim_head: int) -> ScBERTModel:
+    state = load_state(folder)
+    shapes = _shapes(state)
+    model = ScBERTModel(shapes, heads, dim_head)
+    kept = {k: v for k, v in state.items() if not k.startswith("to_out.")}
+    kept.pop("performer.calls_since_last_redraw", None)
+    try:
+        missing, unexpected = model.load_state_dict(kept, strict=False)
+    except RuntimeError as error:
+        raise InputError(
+            f"{folder / WEIGHTS}: shapes do not fit heads={heads}, dim_head={dim_head} "
+            f"({str(error).splitlines()[0]})"
+        ) from error
+    if missing or unexpected:
+        raise InputError(
+            f"{folder / WEIGHTS}: not scBERT's PerformerLM (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
+    return model.eval()
+
+
+def _panel_file(folder: Path, given: str | None) -> Path:
+    candidates = [Path(given)] if given else [folder / name for name in PANEL_FILES]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise InputError(
+        f"{folder}: no gene panel ({' or '.join(PANEL_FILES)}); scBERT's 16,906 PanglaoDB genes "
+        "come with its data (panglao_10000.h5ad); pass --param gene_panel=PATH"
+    )
+
+
+class ScBERTEmbedder:
+    """Frozen scBERT encodings of a cell, pooled (see the module docstring for the choice).
+
+    Options: `pooling` (mean, expressed, last), `bin_num` (5, the reference's
+    top bin), `heads` / `dim_head` (10 x 64, the published model), `gene_panel`
+    (the panel file when not in the checkpoint directory), `precision`
+    (autocast on CUDA) and `max_tokens` / `max_cells` (batch budget; no effect
+    on the result).
+    """
+
+    name = "scbert"
+    lora_targets: ClassVar[list[str]] = ["to_q", "to_k", "to_v"]
+    requires_counts = True
+    gene_id_hint = "scbert needs gene symbols of its 16,906-gene PanglaoDB panel"
+
+    def __init__(
+        self,
+        model: ScBERTModel,
+        tokenizer: ScBERTTokenizer,
+        device: torch.device,
+        settings: dict,
+        batching: dict,
+        weights_sha256: str,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.settings = settings
+        self.batching = batching
+        self.dim = int(model.norm.normalized_shape[0])
+        self._weights_sha256 = weights_sha256
+
+    @classmethod
+    def load(cls, checkpoint: Path, device: str = "cpu", **options) -> ScBERTEmbedder:
+        folder = Path(checkpoint)
+        panel_file = _panel_file(folder, options.pop("gene_panel", None))
+        settings = {**DEFAULTS, **{k: options.pop(k) for k in DEFAULTS if k in options}}
+        batching = {**BATCHING, **{k: int(options.pop(k)) for k in BATCHING if k in options}}
+        if options:
+            raise InputError(f"scbert: unknown option(s) {', '.join(sorted(options))}")
+        settings = _checked(settings)
+        if not (folder / WEIGHTS).is_file():
+            raise InputError(f"{folder}: no {WEIGHTS}; give scBERT's pre-trained checkpoint folder")
+        panel = read_panel(panel_file)
+        model = build_model(folder, settings["heads"], settings["dim_head"])
+        if model.pos_emb.emb.num_embeddings != len(panel) + 1:
+            raise InputError(
+                f"{panel_file}: {len(panel)} genes, but the model has "
+                f"{model.pos_emb.emb.num_embeddings - 1} gene positions"
+            )
+        settings.update(panel_sha256=file_sha256(panel_file), panel_size=len(panel))
+        resolved = resolve_device(device)
+        return cls(
+            model.to(resolved),
+            ScBERTTokenizer(panel, settings["bin_num"]),
+            resolved,
+            settings,
+            batching,
+            file_sha256(folder / WEIGHTS),
+        )
+
+    def gene_vocabulary(self) -> set[str]:
+        return set(self.tokenizer.index)
+
+    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> ScBERTBatch:
+        return self.tokenizer(counts, genes)
+
+    @torch.inference_mode()
+    def embed(self, batch: ScBERTBatch) -> np.ndarray:
+        return embed_by_length(
+            batch.lengths,
+            self.dim,
+            self.batching,
+            lambda cells: self.encode(batch, cells).cpu().numpy(),
+        )
+
+    def encode(self, batch: ScBERTBatch, cells: np.ndarray) -> torch.Tensor:
+        """Pooled final hidden states (differentiable outside `embed`)."""
+        tokens = torch.from_numpy(batch.tokens[cells]).to(self.device)
+        with autocast(self.device, self.settings["precision"]):
+            hidden = self.model(tokens).float()
+        if self.settings["pooling"] == "last":
+            return hidden[:, -1]
+        if self.settings["pooling"] == "mean":
+            return hidden.mean(1)
+        expressed = (tokens > 0)[:, :, None]
+        return hidden.masked_fill(~expressed, 0.0).sum(1) / expressed.sum(1).clamp(min=1)
+
+    def provenance(self) -> dict:
+        return {"weights_sha256": self._weights_sha256, "settings": self.settings}
+
+
+def _checked(settings: dict) -> dict:
+    checked = {**settings, **{k: int(settings[k]) for k in ("bin_num", "heads", "dim_head")}}
+    if checked["pooling"] not in POOLINGS:
+        raise InputError(f"scbert: pooling must be one of {', '.join(POOLINGS)}")
+    if min(checked["bin_num"], checked["heads"], checked["dim_head"]) < 1:
+        raise InputError("scbert: bin_num, heads and dim_head must be positive")
+    autocast(torch.device("cpu"), checked["precision"])
+    return checked
