@@ -145,6 +145,7 @@ def test_embedding_does_not_depend_on_batching_chunking_or_order(
         embedder.settings,
         {"max_tokens": 1500, "max_cells": 3},
         "x",
+        dim=embedder.dim,
     )
     chunked = np.vstack(
         [small.embed(small.tokenize(counts[a:b], genes)) for a, b in ((0, 37), (37, N_CELLS))]

@@ -23,9 +23,9 @@ from transformers import BertConfig, BertModel
 
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_pickle
+from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import (
     autocast,
-    embed_by_length,
     pad_ragged,
     resolve_device,
 )
@@ -49,21 +49,6 @@ def load_dictionary(path: Path) -> dict:
     if not isinstance(loaded, dict):
         raise InputError(f"{path}: holds a {type(loaded).__name__}, not a dictionary")
     return {str(k): v.item() if isinstance(v, np.generic) else v for k, v in loaded.items()}
-
-
-@dataclass(frozen=True)
-class GeneformerBatch:
-    """Ragged token sequences: cell i is `ids[offsets[i]:offsets[i + 1]]`."""
-
-    ids: np.ndarray
-    offsets: np.ndarray
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def cell(self, i: int) -> np.ndarray:
-        return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
 
 @dataclass(frozen=True)
@@ -144,7 +129,7 @@ class GeneformerTokenizer:
         self._cache = (key, built)
         return built
 
-    def __call__(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> GeneformerBatch:
+    def __call__(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> RaggedTokens:
         counts = sparse.csr_matrix(counts, dtype=np.float64)
         mapping = self.gene_map(genes)
         totals = np.asarray(counts.sum(axis=1)).ravel()
@@ -160,7 +145,7 @@ class GeneformerTokenizer:
         ranked = mapping.tokens[known.indices[order]]
         return self._frame(ranked, np.diff(known.indptr))
 
-    def _frame(self, ranked: np.ndarray, expressed: np.ndarray) -> GeneformerBatch:
+    def _frame(self, ranked: np.ndarray, expressed: np.ndarray) -> RaggedTokens:
         """Truncate each cell to the model's input size and add V2's special tokens."""
         limit = self.model_input_size - 2 if self.special else self.model_input_size
         starts = np.r_[0, np.cumsum(expressed)[:-1]] if len(expressed) else expressed
@@ -175,7 +160,7 @@ class GeneformerTokenizer:
         if self.special:
             ids[offsets[:-1]] = self.token_dictionary["<cls>"]
             ids[offsets[1:] - 1] = self.token_dictionary["<eos>"]
-        return GeneformerBatch(ids, offsets)
+        return RaggedTokens(ids, offsets)
 
 
 def _weights_file(checkpoint: Path) -> Path:
@@ -237,7 +222,7 @@ def _dictionary_paths(checkpoint: Path, options: dict) -> dict[str, Path | None]
     return paths
 
 
-class GeneformerEmbedder:
+class GeneformerEmbedder(TorchEmbedder):
     """Cell embeddings as the authors' embedding extractor makes them.
 
     Options: `emb_layer` (-1: penultimate layer, the reference default; 0:
@@ -249,34 +234,13 @@ class GeneformerEmbedder:
 
     name = "geneformer"
     lora_targets: ClassVar[list[str]] = ["query", "key", "value"]
-    requires_counts = True
     gene_id_hint = "geneformer needs Ensembl IDs or gene symbols"
-
-    def __init__(
-        self,
-        model: BertModel,
-        tokenizer: GeneformerTokenizer,
-        device: torch.device,
-        settings: dict,
-        batching: dict,
-        weights_sha256: str,
-    ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device
-        self.settings = settings
-        self.batching = batching
-        self.dim = int(model.config.hidden_size)
-        self._weights_sha256 = weights_sha256
 
     @classmethod
     def load(cls, checkpoint: Path, device: str = "cpu", **options) -> GeneformerEmbedder:
         checkpoint = Path(checkpoint)
         paths = _dictionary_paths(checkpoint, options)
-        settings = {**DEFAULTS, **{k: options.pop(k) for k in DEFAULTS if k in options}}
-        batching = {**BATCHING, **{k: int(options.pop(k)) for k in BATCHING if k in options}}
-        if options:
-            raise InputError(f"geneformer: unknown option(s) {', '.join(sorted(options))}")
+        settings, batching = split_options("geneformer", options, DEFAULTS, BATCHING)
         weights = _weights_file(checkpoint)
         model = _load_encoder(checkpoint, weights)
         dictionaries = {k: load_dictionary(p) if p is not None else {} for k, p in paths.items()}
@@ -295,8 +259,19 @@ class GeneformerEmbedder:
         )
         resolved = resolve_device(device)
         return cls(
-            model.to(resolved), tokenizer, resolved, settings, batching, file_sha256(weights)
+            model.to(resolved),
+            tokenizer,
+            resolved,
+            settings,
+            batching,
+            file_sha256(weights),
+            dim=model.config.hidden_size,
         )
+
+    @property
+    def min_length(self) -> int:
+        """V2 frames genes with <cls> and <eos>: a cell needs a gene between them."""
+        return 3 if self.tokenizer.special else 1
 
     @staticmethod
     def _check_settings(settings: dict, model: BertModel, tokenizer: GeneformerTokenizer) -> dict:
@@ -320,21 +295,7 @@ class GeneformerEmbedder:
         known = {g for g in self.tokenizer.token_dictionary if g in self.tokenizer.medians}
         return known | {s for s, g in self.tokenizer.names.items() if g in known}
 
-    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> GeneformerBatch:
-        return self.tokenizer(counts, genes)
-
-    @torch.inference_mode()
-    def embed(self, batch: GeneformerBatch) -> np.ndarray:
-        # A cell with no known expressed gene has nothing to pool: its row stays zero.
-        return embed_by_length(
-            batch.lengths,
-            self.dim,
-            self.batching,
-            lambda cells: self.encode(batch, cells).cpu().numpy(),
-            min_length=3 if self.tokenizer.special else 1,
-        )
-
-    def encode(self, batch: GeneformerBatch, cells: np.ndarray) -> torch.Tensor:
+    def encode(self, batch: RaggedTokens, cells: np.ndarray) -> torch.Tensor:
         """The chosen cells' embeddings as a tensor on the model's device, differentiable
         outside `embed` (fine-tuning trains through it)."""
         ids, mask = pad_ragged(batch.ids, batch.offsets, cells, self.model.config.pad_token_id)
@@ -357,6 +318,3 @@ class GeneformerEmbedder:
         keep = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
         summed = hidden.masked_fill(~keep[:, :, None], 0.0).sum(1)
         return summed / lengths[:, None].float()
-
-    def provenance(self) -> dict:
-        return {"weights_sha256": self._weights_sha256, "settings": self.settings}

@@ -36,7 +36,8 @@ from scipy import sparse
 from torch import nn
 
 from scdrugmap.embed.provenance import file_sha256
-from scdrugmap.embed.torch_runtime import autocast, embed_by_length, resolve_device
+from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
+from scdrugmap.embed.torch_runtime import autocast, resolve_device
 from scdrugmap.errors import InputError
 
 WEIGHTS = "panglao_pretrain.pth"
@@ -305,7 +306,7 @@ def _panel_file(folder: Path, given: str | None) -> Path:
     )
 
 
-class ScBERTEmbedder:
+class ScBERTEmbedder(TorchEmbedder):
     """Frozen scBERT encodings of a cell, pooled (see the module docstring for the choice).
 
     Options: `pooling` (mean, expressed, last), `bin_num` (5, the reference's
@@ -317,34 +318,13 @@ class ScBERTEmbedder:
 
     name = "scbert"
     lora_targets: ClassVar[list[str]] = ["to_q", "to_k", "to_v"]
-    requires_counts = True
     gene_id_hint = "scbert needs gene symbols of its 16,906-gene PanglaoDB panel"
-
-    def __init__(
-        self,
-        model: ScBERTModel,
-        tokenizer: ScBERTTokenizer,
-        device: torch.device,
-        settings: dict,
-        batching: dict,
-        weights_sha256: str,
-    ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device
-        self.settings = settings
-        self.batching = batching
-        self.dim = int(model.norm.normalized_shape[0])
-        self._weights_sha256 = weights_sha256
 
     @classmethod
     def load(cls, checkpoint: Path, device: str = "cpu", **options) -> ScBERTEmbedder:
         folder = Path(checkpoint)
         panel_file = _panel_file(folder, options.pop("gene_panel", None))
-        settings = {**DEFAULTS, **{k: options.pop(k) for k in DEFAULTS if k in options}}
-        batching = {**BATCHING, **{k: int(options.pop(k)) for k in BATCHING if k in options}}
-        if options:
-            raise InputError(f"scbert: unknown option(s) {', '.join(sorted(options))}")
+        settings, batching = split_options("scbert", options, DEFAULTS, BATCHING)
         settings = _checked(settings)
         if not (folder / WEIGHTS).is_file():
             raise InputError(f"{folder}: no {WEIGHTS}; give scBERT's pre-trained checkpoint folder")
@@ -364,22 +344,11 @@ class ScBERTEmbedder:
             settings,
             batching,
             file_sha256(folder / WEIGHTS),
+            dim=model.norm.normalized_shape[0],
         )
 
     def gene_vocabulary(self) -> set[str]:
         return set(self.tokenizer.index)
-
-    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> ScBERTBatch:
-        return self.tokenizer(counts, genes)
-
-    @torch.inference_mode()
-    def embed(self, batch: ScBERTBatch) -> np.ndarray:
-        return embed_by_length(
-            batch.lengths,
-            self.dim,
-            self.batching,
-            lambda cells: self.encode(batch, cells).cpu().numpy(),
-        )
 
     def encode(self, batch: ScBERTBatch, cells: np.ndarray) -> torch.Tensor:
         """Pooled final hidden states (differentiable outside `embed`)."""
@@ -392,9 +361,6 @@ class ScBERTEmbedder:
             return hidden.mean(1)
         expressed = (tokens > 0)[:, :, None]
         return hidden.masked_fill(~expressed, 0.0).sum(1) / expressed.sum(1).clamp(min=1)
-
-    def provenance(self) -> dict:
-        return {"weights_sha256": self._weights_sha256, "settings": self.settings}
 
 
 def _checked(settings: dict) -> dict:

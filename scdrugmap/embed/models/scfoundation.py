@@ -28,9 +28,9 @@ from torch import nn
 
 from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.provenance import file_sha256
+from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import (
     autocast,
-    embed_by_length,
     pad_ragged,
     resolve_device,
 )
@@ -262,7 +262,7 @@ def load_entry(path: Path, version: str) -> tuple[dict, dict[str, torch.Tensor]]
     return config, state
 
 
-def build_model(path: Path, version: str) -> tuple[ScFoundationModel, dict]:
+def build_model(path: Path, version: str) -> ScFoundationModel:
     config, state = load_entry(path, version)
     model = ScFoundationModel(config)
     encoder_state = {k: v for k, v in state.items() if k.startswith(("token_emb.", "pos_emb."))}
@@ -273,10 +273,10 @@ def build_model(path: Path, version: str) -> tuple[ScFoundationModel, dict]:
             f"{path}: not the scFoundation encoder its config describes (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]})"
         )
-    return model.eval(), config
+    return model.eval()
 
 
-class ScFoundationEmbedder:
+class ScFoundationEmbedder(TorchEmbedder):
     """Cell embeddings as the authors' `get_embedding.py` makes them (single-cell, cell mode).
 
     Options: `tgthighres` (`t4`: T = 4, i.e. 10^4 counts; `fN`, `aN` as the
@@ -290,45 +290,21 @@ class ScFoundationEmbedder:
 
     name = "scfoundation"
     lora_targets: ClassVar[list[str]] = ["out_proj"]
-    requires_counts = True
     gene_id_hint = "scfoundation needs gene symbols of its 19,264-gene panel"
-
-    def __init__(
-        self,
-        model: ScFoundationModel,
-        tokenizer: ScFoundationTokenizer,
-        device: torch.device,
-        settings: dict,
-        batching: dict,
-        weights_sha256: str,
-        pad_id: float,
-    ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device
-        self.settings = settings
-        self.batching = batching
-        width = model.pos_emb.embedding_dim
-        self.dim = 4 * width if settings["pool_type"] == "all" else width
-        self._weights_sha256 = weights_sha256
-        self._pad_id = pad_id
-        self._pad_position = model.pos_emb.num_embeddings - 1
+    min_length = 3  # a gene, T and S
 
     @classmethod
     def load(cls, checkpoint: Path, device: str = "cpu", **options) -> ScFoundationEmbedder:
         checkpoint = Path(checkpoint)
         panel_file = Path(options.pop("gene_index", checkpoint / GENE_INDEX))
-        settings = {**DEFAULTS, **{k: options.pop(k) for k in DEFAULTS if k in options}}
-        batching = {**BATCHING, **{k: int(options.pop(k)) for k in BATCHING if k in options}}
-        if options:
-            raise InputError(f"scfoundation: unknown option(s) {', '.join(sorted(options))}")
+        settings, batching = split_options("scfoundation", options, DEFAULTS, BATCHING)
         settings = _checked(settings)
         weights = checkpoint / CHECKPOINT
         for path, what in ((weights, "models.ckpt"), (panel_file, "the gene index")):
             if not path.is_file():
                 raise InputError(f"{path}: {what} is missing (option gene_index=PATH for the TSV)")
         panel = read_gene_panel(panel_file)
-        model, config = build_model(weights, settings["version"])
+        model = build_model(weights, settings["version"])
         settings.update(gene_index_sha256=file_sha256(panel_file), panel_size=len(panel))
         tokenizer = ScFoundationTokenizer(panel, settings["tgthighres"], settings["pre_normalized"])
         resolved = resolve_device(device)
@@ -339,29 +315,17 @@ class ScFoundationEmbedder:
             settings,
             batching,
             file_sha256(weights),
-            float(config["pad_token_id"]),
+            dim=(4 if settings["pool_type"] == "all" else 1) * model.pos_emb.embedding_dim,
         )
 
     def gene_vocabulary(self) -> set[str]:
         return set(self.tokenizer.index)
 
-    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> ScFoundationBatch:
-        return self.tokenizer(counts, genes)
-
-    @torch.inference_mode()
-    def embed(self, batch: ScFoundationBatch) -> np.ndarray:
-        return embed_by_length(
-            batch.lengths,
-            self.dim,
-            self.batching,
-            lambda cells: self.encode(batch, cells).cpu().numpy(),
-            min_length=3,
-        )
-
     def encode(self, batch: ScFoundationBatch, cells: np.ndarray) -> torch.Tensor:
         """The pooled encoder output (differentiable outside `embed`)."""
-        values, keep = pad_ragged(batch.values, batch.offsets, cells, self._pad_id)
-        positions, _ = pad_ragged(batch.positions, batch.offsets, cells, self._pad_position)
+        pad_position = self.model.pos_emb.num_embeddings - 1
+        values, keep = pad_ragged(batch.values, batch.offsets, cells, self.model.token_emb.pad_id)
+        positions, _ = pad_ragged(batch.positions, batch.offsets, cells, pad_position)
         mask = torch.from_numpy(keep).to(self.device)
         with autocast(self.device, self.settings["precision"]):
             hidden = self.model(
@@ -379,9 +343,6 @@ class ScFoundationEmbedder:
         return torch.cat(
             [hidden[rows, lengths - 1], hidden[rows, lengths - 2], largest, mean], dim=1
         )
-
-    def provenance(self) -> dict:
-        return {"weights_sha256": self._weights_sha256, "settings": self.settings}
 
 
 def _checked(settings: dict) -> dict:

@@ -27,9 +27,9 @@ from torch import nn
 from scdrugmap.embed.cell_random import CellGenes, cell_seeds, gene_draws, uniform
 from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.provenance import file_sha256
+from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import (
     autocast,
-    embed_by_length,
     pad_ragged,
     resolve_device,
 )
@@ -354,7 +354,7 @@ def build_model(checkpoint: Path, vocab: dict[str, int], args: dict) -> ScGPTMod
     return model.eval()
 
 
-class ScGPTEmbedder:
+class ScGPTEmbedder(TorchEmbedder):
     """Cell embeddings as the authors' `embed_data` makes them: the <cls> output, L2-normalised.
 
     Options: `max_length` (1200, <cls> included), `n_bins` (51, as the
@@ -365,25 +365,7 @@ class ScGPTEmbedder:
 
     name = "scgpt"
     lora_targets: ClassVar[list[str]] = ["out_proj"]
-    requires_counts = True
     gene_id_hint = "scgpt needs gene symbols (HGNC), as in the CELLxGENE census vocabulary"
-
-    def __init__(
-        self,
-        model: ScGPTModel,
-        tokenizer: ScGPTTokenizer,
-        device: torch.device,
-        settings: dict,
-        batching: dict,
-        weights_sha256: str,
-    ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device
-        self.settings = settings
-        self.batching = batching
-        self.dim = model.encoder.embedding.embedding_dim
-        self._weights_sha256 = weights_sha256
 
     @classmethod
     def load(cls, checkpoint: Path, device: str = "cpu", **options) -> ScGPTEmbedder:
@@ -394,10 +376,7 @@ class ScGPTEmbedder:
                     f"{checkpoint}: no {filename}; give the directory of a published scGPT model "
                     f"({', '.join(FILES.values())})"
                 )
-        settings = {**DEFAULTS, **{k: options.pop(k) for k in DEFAULTS if k in options}}
-        batching = {**BATCHING, **{k: int(options.pop(k)) for k in BATCHING if k in options}}
-        if options:
-            raise InputError(f"scgpt: unknown option(s) {', '.join(sorted(options))}")
+        settings, batching = split_options("scgpt", options, DEFAULTS, BATCHING)
         settings = _checked(settings)
         vocab = load_vocabulary(checkpoint / FILES["vocab"])
         args = load_args(checkpoint / FILES["args"])
@@ -419,22 +398,11 @@ class ScGPTEmbedder:
             settings,
             batching,
             file_sha256(checkpoint / FILES["weights"]),
+            dim=model.encoder.embedding.embedding_dim,
         )
 
     def gene_vocabulary(self) -> set[str]:
         return set(self.tokenizer.vocab) - set(SPECIAL_TOKENS)
-
-    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> ScGPTBatch:
-        return self.tokenizer(counts, genes)
-
-    @torch.inference_mode()
-    def embed(self, batch: ScGPTBatch) -> np.ndarray:
-        return embed_by_length(
-            batch.lengths,
-            self.dim,
-            self.batching,
-            lambda cells: self.encode(batch, cells).cpu().numpy(),
-        )
 
     def encode(self, batch: ScGPTBatch, cells: np.ndarray) -> torch.Tensor:
         """The chosen cells' embeddings as a tensor on the model's device, differentiable
@@ -448,9 +416,6 @@ class ScGPTEmbedder:
                 torch.from_numpy(keep).to(self.device),
             )
         return F.normalize(hidden[:, 0].float(), dim=1)
-
-    def provenance(self) -> dict:
-        return {"weights_sha256": self._weights_sha256, "settings": self.settings}
 
 
 def _checked(settings: dict) -> dict:

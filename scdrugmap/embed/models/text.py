@@ -28,9 +28,9 @@ from transformers.utils import logging as transformers_logging
 from scdrugmap.data.genes import is_gene_symbol
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.ranking import rank_expressed
+from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import (
     autocast,
-    embed_by_length,
     pad_ragged,
     resolve_device,
 )
@@ -124,18 +124,6 @@ def read_layout(folder: Path) -> ModelLayout:
     return ModelLayout(transformer, pooling, limit)
 
 
-@dataclass(frozen=True)
-class TextBatch:
-    """Ragged token ids of each cell's text: cell i is `ids[offsets[i]:offsets[i + 1]]`."""
-
-    ids: np.ndarray
-    offsets: np.ndarray
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-
 class CellTexts:
     """Cells as text: top expressed symbols, best first, in a template."""
 
@@ -226,7 +214,7 @@ def _checked(settings: dict, model_limit: int) -> dict:
     return {**settings, "top_n": top_n, "template": template, "max_length": limit}
 
 
-class TextEmbedder:
+class TextEmbedder(TorchEmbedder):
     """Cells as text, embedded by a local language model.
 
     Options: `top_n` (100 symbols), `template` (with `{genes}`; default the
@@ -238,7 +226,6 @@ class TextEmbedder:
 
     name = "text"
     lora_targets: ClassVar[list[str]] = ["query", "key", "value", "q_proj", "k_proj", "v_proj"]
-    requires_counts = True
     gene_id_hint = "text needs gene symbols"
 
     def __init__(
@@ -252,23 +239,15 @@ class TextEmbedder:
         batching: dict,
         weights_sha256: str,
     ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
+        width = int(model.config.hidden_size) * len(pooling.modes)
+        super().__init__(model, tokenizer, device, settings, batching, weights_sha256, dim=width)
         self.texts = texts
         self.pooling = pooling
-        self.device = device
-        self.settings = settings
-        self.batching = batching
-        self.dim = int(model.config.hidden_size) * len(pooling.modes)
-        self._weights_sha256 = weights_sha256
 
     @classmethod
     def load(cls, checkpoint: Path, device: str = "cpu", **options) -> TextEmbedder:
         layout = read_layout(Path(checkpoint))
-        settings = {**DEFAULTS, **{k: options.pop(k) for k in DEFAULTS if k in options}}
-        batching = {**BATCHING, **{k: int(options.pop(k)) for k in BATCHING if k in options}}
-        if options:
-            raise InputError(f"text: unknown option(s) {', '.join(sorted(options))}")
+        settings, batching = split_options("text", options, DEFAULTS, BATCHING)
         weights_sha256 = _weights_sha256(layout.transformer)
         model, tokenizer, attention = _load(layout.transformer)
         if tokenizer.pad_token_id is None:
@@ -299,7 +278,7 @@ class TextEmbedder:
     def gene_vocabulary(self) -> SymbolNames:
         return SymbolNames()
 
-    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> TextBatch:
+    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> RaggedTokens:
         texts = self.texts(counts, genes)
         encoded = self.tokenizer(texts, truncation=True, max_length=self.settings["max_length"])[
             "input_ids"
@@ -308,18 +287,9 @@ class TextEmbedder:
         offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
         flat = [ids for ids, text in zip(encoded, texts) if text]
         ids = np.concatenate(flat).astype(np.int64) if flat else np.zeros(0, dtype=np.int64)
-        return TextBatch(ids, offsets)
+        return RaggedTokens(ids, offsets)
 
-    @torch.inference_mode()
-    def embed(self, batch: TextBatch) -> np.ndarray:
-        return embed_by_length(
-            batch.lengths,
-            self.dim,
-            self.batching,
-            lambda cells: self.encode(batch, cells).cpu().numpy(),
-        )
-
-    def encode(self, batch: TextBatch, cells: np.ndarray) -> torch.Tensor:
+    def encode(self, batch: RaggedTokens, cells: np.ndarray) -> torch.Tensor:
         """Pooled last hidden states (differentiable outside `embed`); padding on the right."""
         ids, keep = pad_ragged(batch.ids, batch.offsets, cells, self.tokenizer.pad_token_id)
         mask = torch.from_numpy(keep).to(self.device)
@@ -328,6 +298,3 @@ class TextEmbedder:
                 input_ids=torch.from_numpy(ids).to(self.device), attention_mask=mask.long()
             ).last_hidden_state.float()
         return self.pooling.apply(hidden, mask)
-
-    def provenance(self) -> dict:
-        return {"weights_sha256": self._weights_sha256, "settings": self.settings}

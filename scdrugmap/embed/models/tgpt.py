@@ -26,9 +26,9 @@ from transformers.utils import logging as transformers_logging
 
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.ranking import rank_expressed
+from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import (
     autocast,
-    embed_by_length,
     pad_ragged,
     resolve_device,
 )
@@ -102,18 +102,6 @@ class SpelledGenes:
         return bool(self.vocabulary.gene_ids([str(gene)])[0] >= 0)
 
 
-@dataclass(frozen=True)
-class TGPTBatch:
-    """Ragged token ids, `</b>` genes `</s>`: cell i is `ids[offsets[i]:offsets[i + 1]]`."""
-
-    ids: np.ndarray
-    offsets: np.ndarray
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-
 class TGPTTokenizer:
     """Ranked sentences as token ids, the whole chunk at once."""
 
@@ -144,7 +132,7 @@ class TGPTTokenizer:
             for i in range(ranked.shape[0])
         ]
 
-    def __call__(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> TGPTBatch:
+    def __call__(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> RaggedTokens:
         columns, tokens = self.known_columns(genes)
         ranked = rank_expressed(counts, columns, self.n_genes)
         per_cell = np.diff(ranked.indptr)
@@ -156,7 +144,7 @@ class TGPTTokenizer:
         ids[offsets[1:][per_cell > 0] - 1] = self.vocabulary.eos_id
         slot = np.arange(len(ranked.indices)) - np.repeat(ranked.indptr[:-1], per_cell)
         ids[np.repeat(offsets[:-1], per_cell) + 1 + slot] = tokens[ranked.indices]
-        return TGPTBatch(ids, offsets)
+        return RaggedTokens(ids, offsets)
 
 
 def _weights_file(checkpoint: Path) -> Path:
@@ -183,7 +171,7 @@ def _load_model(checkpoint: Path) -> GPT2Model:
     return model.eval()
 
 
-class TGPTEmbedder:
+class TGPTEmbedder(TorchEmbedder):
     """Cell embeddings as tGPT's feature extraction makes them.
 
     Options: `max_length` (tokens per cell including `</b>` and `</s>`; the
@@ -194,25 +182,8 @@ class TGPTEmbedder:
 
     name = "tgpt"
     lora_targets: ClassVar[list[str]] = ["c_attn"]
-    requires_counts = True
     gene_id_hint = "tgpt needs gene symbols"
-
-    def __init__(
-        self,
-        model: GPT2Model,
-        tokenizer: TGPTTokenizer,
-        device: torch.device,
-        settings: dict,
-        batching: dict,
-        weights_sha256: str,
-    ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device
-        self.settings = settings
-        self.batching = batching
-        self.dim = int(model.config.n_embd)
-        self._weights_sha256 = weights_sha256
+    min_length = 3  # </b>, a gene, </s>
 
     @classmethod
     def load(cls, checkpoint: Path, device: str = "cpu", **options) -> TGPTEmbedder:
@@ -220,10 +191,7 @@ class TGPTEmbedder:
         tokenizer_file = checkpoint / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise InputError(f"{checkpoint}: no tokenizer.json (tGPT's word-level tokenizer)")
-        settings = {**DEFAULTS, **{k: options.pop(k) for k in DEFAULTS if k in options}}
-        batching = {**BATCHING, **{k: int(options.pop(k)) for k in BATCHING if k in options}}
-        if options:
-            raise InputError(f"tgpt: unknown option(s) {', '.join(sorted(options))}")
+        settings, batching = split_options("tgpt", options, DEFAULTS, BATCHING)
         vocabulary = WordVocabulary.read(tokenizer_file)
         weights = _weights_file(checkpoint)
         model = _load_model(checkpoint)
@@ -242,25 +210,13 @@ class TGPTEmbedder:
             settings,
             batching,
             file_sha256(weights),
+            dim=model.config.n_embd,
         )
 
     def gene_vocabulary(self) -> SpelledGenes:
         return SpelledGenes(self.tokenizer.vocabulary)
 
-    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> TGPTBatch:
-        return self.tokenizer(counts, genes)
-
-    @torch.inference_mode()
-    def embed(self, batch: TGPTBatch) -> np.ndarray:
-        return embed_by_length(
-            batch.lengths,
-            self.dim,
-            self.batching,
-            lambda cells: self.encode(batch, cells).cpu().numpy(),
-            min_length=3,
-        )
-
-    def encode(self, batch: TGPTBatch, cells: np.ndarray) -> torch.Tensor:
+    def encode(self, batch: RaggedTokens, cells: np.ndarray) -> torch.Tensor:
         """Mean of the last hidden states over gene tokens (differentiable outside `embed`).
 
         Padding goes on the right, so under GPT-2's causal attention no real
@@ -277,9 +233,6 @@ class TGPTEmbedder:
         genes = (position >= 1) & (position < lengths[:, None] - 1)
         summed = hidden.masked_fill(~genes[:, :, None], 0.0).sum(1)
         return summed / (lengths[:, None] - 2).float()
-
-    def provenance(self) -> dict:
-        return {"weights_sha256": self._weights_sha256, "settings": self.settings}
 
 
 def _checked(settings: dict, model: GPT2Model) -> dict:

@@ -35,9 +35,9 @@ from scdrugmap.embed.cell_random import CellGenes, cell_seeds, keyed_draws, unif
 from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_pickle
+from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import (
     autocast,
-    embed_by_length,
     pad_ragged,
     resolve_device,
 )
@@ -69,18 +69,6 @@ DEFAULTS |= {"heads": 20, "precision": "float32"}
 BATCHING = {"max_tokens": 32_768, "max_cells": 64}
 _SAMPLE_STREAM = np.uint64(0x0CE0_0001)
 _CHROM_STREAM = np.uint64(0x0CE0_0002)
-
-
-@dataclass(frozen=True)
-class UCEBatch:
-    """Ragged token ids: cell i is `ids[offsets[i]:offsets[i + 1]]`, CLS first."""
-
-    ids: np.ndarray
-    offsets: np.ndarray
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
 
 
 @dataclass(frozen=True)
@@ -166,7 +154,7 @@ class UCETokenizer:
         picked = np.searchsorted(expressed.cells + cdf, cells + draws, side="right")
         return np.minimum(picked, expressed.starts[cells] + expressed.counts[cells] - 1)
 
-    def __call__(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> UCEBatch:
+    def __call__(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> RaggedTokens:
         columns, tokens, chroms, starts = self.gene_map(genes)
         known = sparse.csr_matrix(counts[:, columns], dtype=np.float32)
         known.eliminate_zeros()
@@ -194,7 +182,7 @@ class UCETokenizer:
         chroms: np.ndarray,
         starts: np.ndarray,
         seeds: np.ndarray,
-    ) -> UCEBatch:
+    ) -> RaggedTokens:
         """CLS, then per chromosome (shuffled per cell): open, genes by start, close."""
         size = self.sample_size
         n_cells = len(picked) // size
@@ -219,7 +207,7 @@ class UCETokenizer:
         ids[at[opens] - 1] = chrom[opens] + TOKENS["chrom_offset"]
         closes = np.r_[opens[1:], True]
         ids[at[closes] + 1] = TOKENS["chrom_right"]
-        return UCEBatch(ids, offsets)
+        return RaggedTokens(ids, offsets)
 
 
 def full_block(width_in: int, width_out: int) -> nn.Sequential:
@@ -340,7 +328,7 @@ def _model_file(folder: Path, name: str | None) -> Path:
     )
 
 
-class UCEEmbedder:
+class UCEEmbedder(TorchEmbedder):
     """Cell embeddings as the authors' `eval_single_anndata.py` makes them (the CLS output).
 
     Options: `species` (human), `sample_size` (1,024 genes), `pad_length`
@@ -354,34 +342,13 @@ class UCEEmbedder:
 
     name = "uce"
     lora_targets: ClassVar[list[str]] = ["out_proj"]
-    requires_counts = True
     gene_id_hint = "uce needs gene symbols with protein embeddings"
-
-    def __init__(
-        self,
-        model: UCEModel,
-        tokenizer: UCETokenizer,
-        device: torch.device,
-        settings: dict,
-        batching: dict,
-        weights_sha256: str,
-    ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device
-        self.settings = settings
-        self.batching = batching
-        self.dim = int(model.decoder[3].out_features)
-        self._weights_sha256 = weights_sha256
 
     @classmethod
     def load(cls, checkpoint: Path, device: str = "cpu", **options) -> UCEEmbedder:
         folder = Path(checkpoint)
         model_name = options.pop("model_file", None)
-        settings = {**DEFAULTS, **{k: options.pop(k) for k in DEFAULTS if k in options}}
-        batching = {**BATCHING, **{k: int(options.pop(k)) for k in BATCHING if k in options}}
-        if options:
-            raise InputError(f"uce: unknown option(s) {', '.join(sorted(options))}")
+        settings, batching = split_options("uce", options, DEFAULTS, BATCHING)
         settings = _checked(settings)
         model_file = _model_file(folder, model_name)
         protein_file = folder / PROTEIN_DIR / PROTEIN_FILES[settings["species"]]
@@ -401,25 +368,19 @@ class UCEEmbedder:
         )
         resolved = resolve_device(device)
         return cls(
-            model.to(resolved), tokenizer, resolved, settings, batching, file_sha256(model_file)
+            model.to(resolved),
+            tokenizer,
+            resolved,
+            settings,
+            batching,
+            file_sha256(model_file),
+            dim=model.decoder[3].out_features,
         )
 
     def gene_vocabulary(self) -> GeneTable:
         return self.tokenizer.table
 
-    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> UCEBatch:
-        return self.tokenizer(counts, genes)
-
-    @torch.inference_mode()
-    def embed(self, batch: UCEBatch) -> np.ndarray:
-        return embed_by_length(
-            batch.lengths,
-            self.dim,
-            self.batching,
-            lambda cells: self.encode(batch, cells).cpu().numpy(),
-        )
-
-    def encode(self, batch: UCEBatch, cells: np.ndarray) -> torch.Tensor:
+    def encode(self, batch: RaggedTokens, cells: np.ndarray) -> torch.Tensor:
         """CLS embeddings (differentiable outside `embed`)."""
         ids, keep = pad_ragged(batch.ids, batch.offsets, cells, TOKENS["pad"])
         with autocast(self.device, self.settings["precision"]):
@@ -427,9 +388,6 @@ class UCEEmbedder:
                 torch.from_numpy(ids).to(self.device), torch.from_numpy(keep).to(self.device)
             )
         return out.float()
-
-    def provenance(self) -> dict:
-        return {"weights_sha256": self._weights_sha256, "settings": self.settings}
 
 
 def _checked(settings: dict) -> dict:

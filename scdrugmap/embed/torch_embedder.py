@@ -1,0 +1,93 @@
+"""What every torch foundation-model embedder shares: options, batching, provenance.
+
+A model file keeps only what is its own: reading the published checkpoint,
+the tokeniser, and `encode` (a batch of cells to a tensor). Running `encode`
+under inference mode in length buckets, splitting `--param` options and
+reporting provenance are the same for all, and live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from scdrugmap.embed.torch_runtime import embed_by_length
+from scdrugmap.errors import InputError
+
+
+@dataclass(frozen=True)
+class RaggedTokens:
+    """Token ids of many cells in one array: cell i is `ids[offsets[i]:offsets[i + 1]]`."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def cell(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+
+def split_options(model: str, options: dict, defaults: dict, batching: dict) -> tuple[dict, dict]:
+    """`--param` options into the model's settings and the batch budget; unknown ones refused."""
+    settings = {**defaults, **{k: options.pop(k) for k in defaults if k in options}}
+    budget = {**batching, **{k: int(options.pop(k)) for k in batching if k in options}}
+    if options:
+        raise InputError(f"{model}: unknown option(s) {', '.join(sorted(options))}")
+    return settings, budget
+
+
+class TorchEmbedder:
+    """Base of the foundation-model embedders; subclasses define `load`, `encode` and
+    `gene_vocabulary`, and set `min_length` when a cell needs framing tokens to embed."""
+
+    name: ClassVar[str]
+    lora_targets: ClassVar[list[str]]
+    requires_counts = True
+    min_length = 1
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        device: torch.device,
+        settings: dict,
+        batching: dict,
+        weights_sha256: str,
+        dim: int,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.settings = settings
+        self.batching = batching
+        self.dim = int(dim)
+        self._weights_sha256 = weights_sha256
+
+    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> Any:
+        return self.tokenizer(counts, genes)
+
+    @torch.inference_mode()
+    def embed(self, batch: Any) -> np.ndarray:
+        """Length-bucketed `encode`; a cell shorter than `min_length` keeps a zero row."""
+        return embed_by_length(
+            batch.lengths,
+            self.dim,
+            self.batching,
+            lambda cells: self.encode(batch, cells).cpu().numpy(),
+            min_length=self.min_length,
+        )
+
+    def encode(self, batch: Any, cells: np.ndarray) -> torch.Tensor:
+        """The chosen cells' embeddings as a tensor, differentiable outside `embed`."""
+        raise NotImplementedError
+
+    def provenance(self) -> dict:
+        return {"weights_sha256": self._weights_sha256, "settings": self.settings}
