@@ -42,7 +42,7 @@ def reference_gather(reference: Path):
 
 def reference_rate(reference: Path, embedder: ScFoundationEmbedder, counts, genes) -> float:
     gather = reference_gather(reference)
-    panel = embedder.tokenizer.panel
+    panel = embedder.tokenizer.panel.genes
     started = time.perf_counter()
     frame = pd.DataFrame(counts.toarray(), columns=genes)
     frame = frame.loc[:, ~frame.columns.duplicated()].reindex(columns=panel, fill_value=0)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from scipy import sparse
 from torch import nn
 
+from scdrugmap.embed.panel import GenePanel
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import autocast, resolve_device
@@ -73,35 +74,11 @@ class ScBERTTokenizer:
     """The reference preprocessing (scanpy's normalize_total and base-2 log1p), then bins."""
 
     def __init__(self, panel: list[str], bin_num: int) -> None:
-        self.panel = panel
+        self.panel = GenePanel(panel)
         self.bin_num = bin_num
-        self.index = {}
-        for position, gene in enumerate(panel):
-            self.index.setdefault(gene, position)
-        self._cache: tuple[tuple[str, ...], sparse.csc_matrix] | None = None
-
-    def panel_map(self, genes: Sequence[str]) -> sparse.csc_matrix:
-        key = tuple(genes)
-        if self._cache is None or self._cache[0] != key:
-            pairs = {}
-            for column, gene in enumerate(genes):
-                position = self.index.get(str(gene))
-                if position is not None:
-                    pairs.setdefault(position, column)
-            rows, cols = list(pairs.values()), list(pairs)
-            self._cache = (
-                key,
-                sparse.csc_matrix(
-                    (np.ones(len(rows), dtype=np.float32), (rows, cols)),
-                    shape=(len(genes), len(self.panel)),
-                ),
-            )
-        return self._cache[1]
 
     def __call__(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> ScBERTBatch:
-        on_panel = sparse.csr_matrix(
-            sparse.csr_matrix(counts, dtype=np.float32) @ self.panel_map(genes)
-        )
+        on_panel = self.panel.project(counts, genes, np.float32)
         totals = np.asarray(on_panel.sum(axis=1), dtype=np.float32).ravel()
         rows = np.repeat(np.arange(on_panel.shape[0]), np.diff(on_panel.indptr))
         # scanpy's order: scale rows by target / total, log1p in float32, divide by ln 2.
@@ -348,7 +325,7 @@ class ScBERTEmbedder(TorchEmbedder):
         )
 
     def gene_vocabulary(self) -> set[str]:
-        return set(self.tokenizer.index)
+        return set(self.tokenizer.panel.index)
 
     def encode(self, batch: ScBERTBatch, cells: np.ndarray) -> torch.Tensor:
         """Pooled final hidden states (differentiable outside `embed`)."""

@@ -27,6 +27,7 @@ from scipy import sparse
 from torch import nn
 
 from scdrugmap.embed.layers import EncoderLayer
+from scdrugmap.embed.panel import GenePanel
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import (
@@ -97,38 +98,12 @@ class ScFoundationTokenizer:
     """The reference's single-cell input, for a whole CSR chunk at once."""
 
     def __init__(self, panel: list[str], tgthighres: str, pre_normalized: str) -> None:
-        self.panel = panel
+        self.panel = GenePanel(panel)
         self.tgthighres = tgthighres
         self.pre_normalized = pre_normalized
-        self.index = {}
-        for position, gene in enumerate(panel):
-            self.index.setdefault(gene, position)
-        self._cache: tuple[tuple[str, ...], sparse.csc_matrix] | None = None
-
-    def panel_map(self, genes: Sequence[str]) -> sparse.csc_matrix:
-        """Data columns onto panel positions; a gene named twice counts once (the first)."""
-        key = tuple(genes)
-        if self._cache is None or self._cache[0] != key:
-            seen: set[int] = set()
-            rows, cols = [], []
-            for column, gene in enumerate(genes):
-                position = self.index.get(str(gene))
-                if position is not None and position not in seen:
-                    seen.add(position)
-                    rows.append(column)
-                    cols.append(position)
-            mapping = sparse.csc_matrix(
-                (np.ones(len(rows)), (rows, cols)), shape=(len(genes), len(self.panel))
-            )
-            self._cache = (key, mapping)
-        return self._cache[1]
 
     def __call__(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> ScFoundationBatch:
-        on_panel = sparse.csr_matrix(
-            sparse.csr_matrix(counts, dtype=np.float64) @ self.panel_map(genes)
-        )
-        on_panel.eliminate_zeros()
-        on_panel.sort_indices()
+        on_panel = self.panel.project(counts, genes, np.float64)
         totals = np.asarray(on_panel.sum(axis=1)).ravel()
         per_cell = np.diff(on_panel.indptr)
         rows = np.repeat(np.arange(on_panel.shape[0]), per_cell)
@@ -319,7 +294,7 @@ class ScFoundationEmbedder(TorchEmbedder):
         )
 
     def gene_vocabulary(self) -> set[str]:
-        return set(self.tokenizer.index)
+        return set(self.tokenizer.panel.index)
 
     def encode(self, batch: ScFoundationBatch, cells: np.ndarray) -> torch.Tensor:
         """The pooled encoder output (differentiable outside `embed`)."""
