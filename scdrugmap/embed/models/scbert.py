@@ -31,11 +31,11 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import sparse
 from torch import nn
 
 from scdrugmap.embed.panel import GenePanel
+from scdrugmap.embed.performer import GenePositions, build_performer
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import autocast, resolve_device
@@ -47,7 +47,6 @@ PANEL_FILES = ("gene_panel.txt", "panglao_10000.h5ad")
 POOLINGS = ("mean", "expressed", "last")
 DEFAULTS = {"bin_num": 5, "heads": 10, "dim_head": 64, "pooling": "mean", "precision": "float32"}
 BATCHING = {"max_tokens": 16_907 * 4, "max_cells": 4}
-KERNEL_EPS = 1e-4
 
 
 def read_panel(path: Path) -> list[str]:
@@ -91,105 +90,6 @@ class ScBERTTokenizer:
         return ScBERTBatch(tokens)
 
 
-class FastAttention(nn.Module):
-    """Holds the checkpoint's fixed FAVOR+ random features (`projection_matrix`)."""
-
-    def __init__(self, features: int, dim_head: int) -> None:
-        super().__init__()
-        self.register_buffer("projection_matrix", torch.zeros(features, dim_head))
-
-    def features(self, data: torch.Tensor, is_query: bool) -> torch.Tensor:
-        """Positive random features of the softmax kernel, stabilised by a maximum:
-        per query row for queries, per cell (all heads and positions) for keys."""
-        normalizer = data.shape[-1] ** -0.25
-        ratio = self.projection_matrix.shape[0] ** -0.5
-        projected = (normalizer * data) @ self.projection_matrix.t().type_as(data)
-        diagonal = (data**2).sum(-1, keepdim=True) / 2.0 * normalizer**2
-        if is_query:
-            largest = projected.amax(dim=-1, keepdim=True)
-        else:
-            largest = projected.amax(dim=(1, 2, 3), keepdim=True)
-        return ratio * (torch.exp(projected - diagonal - largest) + KERNEL_EPS)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q, k = self.features(q, True), self.features(k, False)
-        normaliser = 1.0 / torch.einsum("...nd,...d->...n", q, k.sum(dim=-2))
-        context = torch.einsum("...nd,...ne->...de", k, v)
-        return torch.einsum("...de,...nd,...n->...ne", context, q, normaliser)
-
-
-class PerformerAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, dim_head: int, features: int) -> None:
-        super().__init__()
-        inner = heads * dim_head
-        self.heads = heads
-        self.fast_attention = FastAttention(features, dim_head)
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_k = nn.Linear(dim, inner, bias=False)
-        self.to_v = nn.Linear(dim, inner, bias=False)
-        self.to_out = nn.Linear(inner, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = x.shape
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(batch, length, self.heads, -1).transpose(1, 2)
-
-        out = self.fast_attention(split(self.to_q(x)), split(self.to_k(x)), split(self.to_v(x)))
-        return self.to_out(out.transpose(1, 2).reshape(batch, length, -1))
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, mult: int = 4) -> None:
-        super().__init__()
-        self.w1 = nn.Linear(dim, dim * mult)
-        self.w2 = nn.Linear(dim * mult, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.gelu(self.w1(x)))
-
-
-class Wrapped(nn.Module):
-    """A module under `.fn`, as the reference's PreLayerNorm and Chunk wrappers name it."""
-
-    def __init__(self, fn: nn.Module, norm_dim: int | None = None) -> None:
-        super().__init__()
-        if norm_dim is not None:
-            self.norm = nn.LayerNorm(norm_dim)
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(self.norm(x) if hasattr(self, "norm") else x)
-
-
-class Layers(nn.Module):
-    """`performer.net.layers.N.{0,1}`: pre-norm attention and feed-forward, residual."""
-
-    def __init__(self, blocks: list[nn.ModuleList]) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for attention, feed_forward in self.layers:
-            x = x + attention(x)
-            x = x + feed_forward(x)
-        return x
-
-
-class Performer(nn.Module):
-    def __init__(self, net: Layers) -> None:
-        super().__init__()
-        self.net = net
-
-
-class GenePositions(nn.Module):
-    """gene2vec vectors per panel position plus a zero row, kept in float64 as published."""
-
-    def __init__(self, length: int, dim: int) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(length, dim, dtype=torch.float64)
-
-
 class ScBERTModel(nn.Module):
     """PerformerLM up to its final norm (the `to_out` token head plays no part)."""
 
@@ -198,16 +98,7 @@ class ScBERTModel(nn.Module):
         dim = shapes["dim"]
         self.token_emb = nn.Embedding(shapes["num_tokens"], dim)
         self.pos_emb = GenePositions(shapes["seq_len"], dim)
-        blocks = [
-            nn.ModuleList(
-                [
-                    Wrapped(PerformerAttention(dim, heads, dim_head, shapes["features"]), dim),
-                    Wrapped(Wrapped(FeedForward(dim)), dim),
-                ]
-            )
-            for _ in range(shapes["depth"])
-        ]
-        self.performer = Performer(Layers(blocks))
+        self.performer = build_performer(dim, shapes["depth"], heads, dim_head, shapes["features"])
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
