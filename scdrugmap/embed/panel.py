@@ -48,3 +48,17 @@ class GenePanel:
         moved.eliminate_zeros()
         moved.sort_indices()
         return moved
+
+
+def log2_per_10k(on_panel: sparse.csr_matrix) -> np.ndarray:
+    """scBERT's preprocessing of panel counts, value by value (aligned with `on_panel.data`).
+
+    scanpy's order and precision: rows scaled by 10^4 / total in float32,
+    log1p in float32, then divided by ln 2.
+    """
+    totals = np.asarray(on_panel.sum(axis=1), dtype=np.float32).ravel()
+    rows = np.repeat(np.arange(on_panel.shape[0]), np.diff(on_panel.indptr))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = (np.float32(1e4) / totals)[rows]
+        logged = (np.log1p(on_panel.data * scale) / np.log(2)).astype(np.float32)
+    return np.nan_to_num(logged)

@@ -193,6 +193,20 @@ MODELS: dict[str, ModelSpec] = {
             ),
             "https://github.com/TencentAILabHealthcare/scBERT (checkpoint and data via its README)",
         ),
+        ModelSpec(
+            "celllm",
+            "scdrugmap.embed.models.celllm:CellLMEmbedder",
+            "CellLM (OpenBioMed): expressed genes as binned tokens at gene2vec positions",
+            "512",
+            "gene symbols (19,379-gene panel)",
+            "6000 (CLS + expressed genes, padded)",
+            _files(
+                "checkpoint4_fixed.pth",
+                "gene2vec_19379_512.npy",
+                FileRule(("gene_panel.txt",), option="gene_panel"),
+            ),
+            "https://github.com/PharMolix/OpenBioMed (CellLM checkpoint via its README)",
+        ),
     )
 }
 

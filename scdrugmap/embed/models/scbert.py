@@ -34,7 +34,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from scdrugmap.embed.panel import GenePanel
+from scdrugmap.embed.panel import GenePanel, log2_per_10k
 from scdrugmap.embed.performer import GenePositions, build_performer
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
@@ -78,13 +78,8 @@ class ScBERTTokenizer:
 
     def __call__(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> ScBERTBatch:
         on_panel = self.panel.project(counts, genes, np.float32)
-        totals = np.asarray(on_panel.sum(axis=1), dtype=np.float32).ravel()
         rows = np.repeat(np.arange(on_panel.shape[0]), np.diff(on_panel.indptr))
-        # scanpy's order: scale rows by target / total, log1p in float32, divide by ln 2.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = (np.float32(1e4) / totals)[rows]
-            logged = (np.log1p(on_panel.data * scale) / np.log(2)).astype(np.float32)
-        binned = np.minimum(np.nan_to_num(logged), self.bin_num).astype(np.int64)
+        binned = np.minimum(log2_per_10k(on_panel), self.bin_num).astype(np.int64)
         tokens = np.zeros((on_panel.shape[0], len(self.panel) + 1), dtype=np.int64)
         tokens[rows, on_panel.indices] = binned
         return ScBERTBatch(tokens)
