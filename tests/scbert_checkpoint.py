@@ -31,7 +31,7 @@ def write_scbert_checkpoint(folder: Path, panel: list[str], seed: int = 0) -> Pa
     shapes = {
         "num_tokens": 7,
         "dim": SMALL["dim"],
-        "seq_len": len(panel) + 1,
+        "positions": len(panel) + 1,
         "features": features,
         "depth": SMALL["depth"],
     }

@@ -15,9 +15,15 @@ token instead of thousands.
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from scdrugmap.errors import InputError
 
 KERNEL_EPS = 1e-4
 
@@ -150,3 +156,64 @@ class GenePositions(nn.Module):
     def __init__(self, length: int, dim: int) -> None:
         super().__init__()
         self.emb = nn.Embedding(length, dim, dtype=torch.float64)
+
+
+def read_performer_state(path: Path, extra_rows: tuple[float, ...], gene2vec: Path) -> dict:
+    """A published PerformerLM checkpoint's state dict, safely loaded.
+
+    When it lacks the position table, the table is rebuilt as the reference
+    builds it: gene2vec vectors, then one constant row per `extra_rows` value.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as error:
+        raise InputError(
+            f"{path}: not a plain checkpoint ({str(error).splitlines()[0]}); use it as published"
+        ) from error
+    state = saved.get("model_state_dict", saved) if isinstance(saved, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: holds no model_state_dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if "pos_emb.emb.weight" not in state:
+        vectors = np.load(gene2vec)
+        extra = np.repeat(np.asarray(extra_rows, dtype=np.float64)[:, None], vectors.shape[1], 1)
+        state["pos_emb.emb.weight"] = torch.from_numpy(np.vstack((vectors, extra)))
+    return state
+
+
+def performer_shapes(state: dict[str, torch.Tensor], path: Path) -> dict:
+    """Sizes read from the weights themselves: tokens, width, positions, features, depth."""
+    try:
+        depth = {int(k.split(".")[3]) for k in state if k.startswith("performer.net.layers.")}
+        projection = state["performer.net.layers.0.0.fn.fast_attention.projection_matrix"]
+        return {
+            "num_tokens": state["token_emb.weight"].shape[0],
+            "dim": state["token_emb.weight"].shape[1],
+            "positions": state["pos_emb.emb.weight"].shape[0],
+            "features": projection.shape[0],
+            "depth": len(depth),
+        }
+    except KeyError as error:
+        raise InputError(f"{path}: not a PerformerLM checkpoint (no {error})") from error
+
+
+def load_performer_weights(
+    model: nn.Module, state: dict, path: Path, heads: int, dim_head: int
+) -> nn.Module:
+    """The encoder's weights into `model`; the token head (`to_out`) and redraw counter are
+    training-time parts an embedding never uses."""
+    kept = {k: v for k, v in state.items() if not k.startswith("to_out.")}
+    kept.pop("performer.calls_since_last_redraw", None)
+    try:
+        missing, unexpected = model.load_state_dict(kept, strict=False)
+    except RuntimeError as error:
+        raise InputError(
+            f"{path}: shapes do not fit heads={heads}, dim_head={dim_head} "
+            f"({str(error).splitlines()[0]})"
+        ) from error
+    if missing or unexpected:
+        raise InputError(
+            f"{path}: not this model's PerformerLM (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
+    return model.eval()

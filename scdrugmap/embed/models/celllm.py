@@ -18,7 +18,6 @@ counted as many stands for the run (see `embed/performer.py`).
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,13 @@ from scipy import sparse
 from torch import nn
 
 from scdrugmap.embed.panel import GenePanel, log2_per_10k
-from scdrugmap.embed.performer import GenePositions, build_performer
+from scdrugmap.embed.performer import (
+    GenePositions,
+    build_performer,
+    load_performer_weights,
+    performer_shapes,
+    read_performer_state,
+)
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import autocast, pad_ragged, resolve_device
@@ -116,58 +121,12 @@ class CellLMModel(nn.Module):
         return self.norm(hidden)
 
 
-def _shapes(state: dict[str, torch.Tensor]) -> dict:
-    try:
-        depth = {int(k.split(".")[3]) for k in state if k.startswith("performer.net.layers.")}
-        projection = state["performer.net.layers.0.0.fn.fast_attention.projection_matrix"]
-        return {
-            "num_tokens": state["token_emb.weight"].shape[0],
-            "dim": state["token_emb.weight"].shape[1],
-            "positions": state["pos_emb.emb.weight"].shape[0],
-            "features": projection.shape[0],
-            "depth": len(depth),
-        }
-    except KeyError as error:
-        raise InputError(f"not a CellLM PerformerLM checkpoint: no {error}") from error
-
-
-def load_state(folder: Path) -> dict[str, torch.Tensor]:
-    path = folder / WEIGHTS
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise InputError(
-            f"{path}: not a plain checkpoint ({str(error).splitlines()[0]}); use it as published"
-        ) from error
-    state = saved.get("model_state_dict", saved) if isinstance(saved, dict) else None
-    if not isinstance(state, dict):
-        raise InputError(f"{path}: holds no model_state_dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    if "pos_emb.emb.weight" not in state:
-        vectors = np.load(folder / GENE2VEC)
-        extra = np.vstack((np.ones((1, vectors.shape[1])), np.zeros((1, vectors.shape[1]))))
-        state["pos_emb.emb.weight"] = torch.from_numpy(np.vstack((vectors, extra)))
-    return state
-
-
 def build_model(folder: Path, heads: int, dim_head: int) -> CellLMModel:
-    state = load_state(folder)
-    model = CellLMModel(_shapes(state), heads, dim_head)
-    kept = {k: v for k, v in state.items() if not k.startswith("to_out.")}
-    kept.pop("performer.calls_since_last_redraw", None)
-    try:
-        missing, unexpected = model.load_state_dict(kept, strict=False)
-    except RuntimeError as error:
-        raise InputError(
-            f"{folder / WEIGHTS}: shapes do not fit heads={heads}, dim_head={dim_head} "
-            f"({str(error).splitlines()[0]})"
-        ) from error
-    if missing or unexpected:
-        raise InputError(
-            f"{folder / WEIGHTS}: not CellLM's PerformerLM (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]})"
-        )
-    return model.eval()
+    """Position rows after gene2vec, as the reference appends them: CLS (ones), PAD (zeros)."""
+    path = folder / WEIGHTS
+    state = read_performer_state(path, (1.0, 0.0), folder / GENE2VEC)
+    model = CellLMModel(performer_shapes(state, path), heads, dim_head)
+    return load_performer_weights(model, state, path, heads, dim_head)
 
 
 class CellLMEmbedder(TorchEmbedder):

@@ -23,7 +23,6 @@ does).
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,13 @@ from scipy import sparse
 from torch import nn
 
 from scdrugmap.embed.panel import GenePanel, log2_per_10k
-from scdrugmap.embed.performer import GenePositions, build_performer
+from scdrugmap.embed.performer import (
+    GenePositions,
+    build_performer,
+    load_performer_weights,
+    performer_shapes,
+    read_performer_state,
+)
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import autocast, resolve_device
@@ -92,7 +97,7 @@ class ScBERTModel(nn.Module):
         super().__init__()
         dim = shapes["dim"]
         self.token_emb = nn.Embedding(shapes["num_tokens"], dim)
-        self.pos_emb = GenePositions(shapes["seq_len"], dim)
+        self.pos_emb = GenePositions(shapes["positions"], dim)
         self.performer = build_performer(dim, shapes["depth"], heads, dim_head, shapes["features"])
         self.norm = nn.LayerNorm(dim)
 
@@ -103,59 +108,11 @@ class ScBERTModel(nn.Module):
         return self.norm(self.performer.net(hidden))
 
 
-def _shapes(state: dict[str, torch.Tensor]) -> dict:
-    try:
-        depth = {int(k.split(".")[3]) for k in state if k.startswith("performer.net.layers.")}
-        projection = state["performer.net.layers.0.0.fn.fast_attention.projection_matrix"]
-        return {
-            "num_tokens": state["token_emb.weight"].shape[0],
-            "dim": state["token_emb.weight"].shape[1],
-            "seq_len": state["pos_emb.emb.weight"].shape[0],
-            "features": projection.shape[0],
-            "depth": len(depth),
-        }
-    except KeyError as error:
-        raise InputError(f"not an scBERT PerformerLM checkpoint: no {error}") from error
-
-
-def load_state(folder: Path) -> dict[str, torch.Tensor]:
-    path = folder / WEIGHTS
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise InputError(
-            f"{path}: not a plain checkpoint ({str(error).splitlines()[0]}); use it as published"
-        ) from error
-    state = saved.get("model_state_dict", saved) if isinstance(saved, dict) else None
-    if not isinstance(state, dict):
-        raise InputError(f"{path}: holds no model_state_dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    if "pos_emb.emb.weight" not in state:
-        vectors = np.load(folder / GENE2VEC)
-        table = np.concatenate((vectors, np.zeros((1, vectors.shape[1]))), axis=0)
-        state["pos_emb.emb.weight"] = torch.from_numpy(table)
-    return state
-
-
 def build_model(folder: Path, heads: int, dim_head: int) -> ScBERTModel:
-    state = load_state(folder)
-    shapes = _shapes(state)
-    model = ScBERTModel(shapes, heads, dim_head)
-    kept = {k: v for k, v in state.items() if not k.startswith("to_out.")}
-    kept.pop("performer.calls_since_last_redraw", None)
-    try:
-        missing, unexpected = model.load_state_dict(kept, strict=False)
-    except RuntimeError as error:
-        raise InputError(
-            f"{folder / WEIGHTS}: shapes do not fit heads={heads}, dim_head={dim_head} "
-            f"({str(error).splitlines()[0]})"
-        ) from error
-    if missing or unexpected:
-        raise InputError(
-            f"{folder / WEIGHTS}: not scBERT's PerformerLM (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]})"
-        )
-    return model.eval()
+    path = folder / WEIGHTS
+    state = read_performer_state(path, (0.0,), folder / GENE2VEC)
+    model = ScBERTModel(performer_shapes(state, path), heads, dim_head)
+    return load_performer_weights(model, state, path, heads, dim_head)
 
 
 def _panel_file(folder: Path, given: str | None) -> Path:
