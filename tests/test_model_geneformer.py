@@ -16,12 +16,9 @@ from transformers import BertConfig, BertForMaskedLM
 
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import read_matrix_file
-from scdrugmap.embed.models.geneformer import (
-    GeneformerEmbedder,
-    GeneformerTokenizer,
-    load_dictionary,
-)
+from scdrugmap.embed.models.geneformer import GeneformerEmbedder, GeneformerTokenizer
 from scdrugmap.embed.provenance import file_sha256
+from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.errors import InputError
 from scdrugmap.store.store import Store
 from tests.data_files import write_sample
@@ -74,7 +71,7 @@ def bin_checkpoint(checkpoint: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def v2_checkpoint(tmp_path_factory, vocab: Path) -> Path:
-    tokens = load_dictionary(vocab / "token_dictionary.pkl")
+    tokens = load_plain_dictionary(vocab / "token_dictionary.pkl")
     tokens.update({"<cls>": len(tokens), "<eos>": len(tokens) + 1})
     return _write_checkpoint(tmp_path_factory.mktemp("gf") / "v2", vocab, tokens)
 

@@ -59,3 +59,12 @@ def load_plain_pickle(path: Path):
         raise InputError(
             f"{path}: not a plain pickled dictionary ({error}); use the file as published"
         ) from error
+
+
+def load_plain_dictionary(path: Path) -> dict:
+    """A published pickled dictionary (Geneformer's vocabularies, symbol-to-Ensembl maps),
+    its numpy numbers turned into plain ones."""
+    loaded = load_plain_pickle(path)
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path}: holds a {type(loaded).__name__}, not a dictionary")
+    return {str(k): v.item() if isinstance(v, np.generic) else v for k, v in loaded.items()}

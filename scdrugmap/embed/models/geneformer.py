@@ -22,7 +22,7 @@ from scipy import sparse
 from transformers import BertConfig, BertModel
 
 from scdrugmap.embed.provenance import file_sha256
-from scdrugmap.embed.safe_pickle import load_plain_pickle
+from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import (
     autocast,
@@ -41,14 +41,6 @@ DICTIONARIES = {
 POOLINGS = ("mean", "cls")
 DEFAULTS = {"emb_layer": -1, "pooling": "mean", "precision": "float32"}
 BATCHING = {"max_tokens": 65_536, "max_cells": 256}
-
-
-def load_dictionary(path: Path) -> dict:
-    """A published Geneformer dictionary, its numpy numbers turned into plain ones."""
-    loaded = load_plain_pickle(path)
-    if not isinstance(loaded, dict):
-        raise InputError(f"{path}: holds a {type(loaded).__name__}, not a dictionary")
-    return {str(k): v.item() if isinstance(v, np.generic) else v for k, v in loaded.items()}
 
 
 @dataclass(frozen=True)
@@ -243,7 +235,9 @@ class GeneformerEmbedder(TorchEmbedder):
         settings, batching = split_options("geneformer", options, DEFAULTS, BATCHING)
         weights = _weights_file(checkpoint)
         model = _load_encoder(checkpoint, weights)
-        dictionaries = {k: load_dictionary(p) if p is not None else {} for k, p in paths.items()}
+        dictionaries = {
+            k: load_plain_dictionary(p) if p is not None else {} for k, p in paths.items()
+        }
         tokenizer = GeneformerTokenizer(
             dictionaries["token_dictionary"],
             dictionaries["gene_median_dictionary"],
