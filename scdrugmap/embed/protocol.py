@@ -62,3 +62,20 @@ class TrainableEmbedder(Embedder, Protocol):
     def encode(self, batch: Any, cells: np.ndarray) -> Any:
         """The chosen cells' (len(cells), dim) embeddings as a differentiable torch tensor."""
         ...
+
+
+@runtime_checkable
+class CellBlockEmbedder(Embedder, Protocol):
+    """An embedder whose cells attend to each other (CellPLM), so a cell's embedding
+    depends on its company: the runner hands it whole blocks of `block_size`
+    consecutive cells of one sample (`embed/cell_blocks.py`) with their block numbers,
+    and `embed` lets only cells of one block see each other."""
+
+    block_size: int
+
+    def tokenize(
+        self, counts: sparse.csr_matrix, genes: Sequence[str], blocks: np.ndarray | None = None
+    ) -> Any:
+        """As `Embedder.tokenize`; `blocks` numbers each cell's block (default: the cells
+        in the given order, `block_size` at a time, as one sample)."""
+        ...

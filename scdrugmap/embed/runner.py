@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from scdrugmap.embed.protocol import Embedder
+from scdrugmap.embed.cell_blocks import BlockedChunks, BlockIndex, sample_blocks
+from scdrugmap.embed.protocol import CellBlockEmbedder, Embedder
 from scdrugmap.embed.provenance import canonical_json, package_versions, settings_hash, utc_now
 from scdrugmap.errors import InputError, StoreError
 from scdrugmap.progress import progress_bar
@@ -189,6 +190,27 @@ def _cells_in(array: EmbeddingArray, chunks: np.ndarray) -> int:
     return sum(array.chunk_bounds(int(c))[1] - array.chunk_bounds(int(c))[0] for c in chunks)
 
 
+def _chunk_source(
+    embedder: Embedder, target: EmbedTarget, known: np.ndarray
+) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    """(start, stop) -> the rows' (embeddings, coverage); whole cell blocks for a model that
+    attends across cells, so its output never depends on the chunk size."""
+    genes = target.reader.gene_ids
+
+    def embed_counts(counts: sparse.csr_matrix, **blocks) -> tuple[np.ndarray, np.ndarray]:
+        return embedder.embed(embedder.tokenize(counts, genes, **blocks)), coverage(counts, known)
+
+    if not isinstance(embedder, CellBlockEmbedder):
+        return lambda start, stop: embed_counts(target.reader.read_rows(start, stop))
+    blocks = sample_blocks(target.reader.read_samples(), embedder.block_size)
+    chunks = BlockedChunks(
+        BlockIndex(blocks),
+        int(embedder.dim),
+        lambda rows: embed_counts(target.reader.read_cells(rows), blocks=blocks[rows]),
+    )
+    return chunks.chunk
+
+
 def run_embedding(
     embedder: Embedder,
     key: str,
@@ -221,12 +243,10 @@ def run_embedding(
         for target, array, chunks in todo:
             summary.datasets.append(target.dataset_id)
             summary.chunks_resumed += array.n_chunks - len(chunks)
-            genes = target.reader.gene_ids
+            source = _chunk_source(embedder, target, known[target.dataset_id])
             for chunk in chunks:
                 start, stop = array.chunk_bounds(int(chunk))
-                counts = target.reader.read_rows(start, stop)
-                values = embedder.embed(embedder.tokenize(counts, genes))
-                array.write_chunk(int(chunk), values, coverage(counts, known[target.dataset_id]))
+                array.write_chunk(int(chunk), *source(start, stop))
                 summary.cells_embedded += stop - start
                 summary.chunks_written += 1
                 advance(stop - start)

@@ -102,6 +102,20 @@ class DatasetReader:
         indptr = self.indptr[start : stop + 1] - lo
         return sparse.csr_matrix((data, indices, indptr), shape=(stop - start, self.n_genes))
 
+    def read_cells(self, rows: np.ndarray) -> sparse.csr_matrix:
+        """Counts of the given sorted rows, read one run of consecutive rows at a time."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return sparse.csr_matrix((0, self.n_genes), dtype=np.float32)
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        runs = np.split(rows, breaks)
+        return sparse.vstack([self.read_rows(int(r[0]), int(r[-1]) + 1) for r in runs], "csr")
+
+    def read_samples(self) -> np.ndarray:
+        """Each cell's sample label, in cell order (the obs column alone, not the whole table)."""
+        column = zarr.open_group(self.path, mode="r")["obs"]["sample"]
+        return np.asarray(ad.io.read_elem(column), dtype=object)
+
     def iter_chunks(self, chunk_size: int) -> Iterator[tuple[int, int, sparse.csr_matrix]]:
         for start in range(0, self.n_cells, chunk_size):
             stop = min(start + chunk_size, self.n_cells)
