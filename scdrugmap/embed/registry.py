@@ -177,7 +177,8 @@ MODELS: dict[str, ModelSpec] = {
                 "species_offsets.pkl",
                 "protein_embeddings/*ESM2.pt",
             ),
-            "https://github.com/snap-stanford/UCE (model_files on figshare)",
+            "https://figshare.com/articles/dataset/Universal_Cell_Embedding_Model_Files/24320806"
+            " (snap-stanford/UCE README)",
         ),
         ModelSpec(
             "scbert",
@@ -192,6 +193,21 @@ MODELS: dict[str, ModelSpec] = {
                 FileRule(("gene_panel.txt", "panglao_10000.h5ad"), option="gene_panel"),
             ),
             "https://github.com/TencentAILabHealthcare/scBERT (checkpoint and data via its README)",
+        ),
+        ModelSpec(
+            "cellplm",
+            "scdrugmap.embed.models.cellplm:CellPLMEmbedder",
+            "CellPLM: log counts as bags of gene vectors; Flowformer across cell blocks; GMVAE",
+            "512",
+            "Ensembl IDs (19,374-gene list), or symbols through gene_name_id_dict.pkl",
+            "all listed genes; block_size cells of one sample attend together (4000)",
+            _files(
+                "*.best.ckpt",
+                "*.config.json",
+                FileRule(("gene_name_id_dict.pkl",), optional=True, option="gene_names"),
+            ),
+            "https://www.dropbox.com/scl/fo/i5rmxgtqzg7iykt2e9uqm/h?rlkey=o8hi0xads9ol07o48jdityzv1"
+            " (OmicsML/CellPLM README)",
         ),
         ModelSpec(
             "celllm",
