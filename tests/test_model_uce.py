@@ -129,14 +129,23 @@ def test_embedding_does_not_depend_on_batching_chunking_or_order(
     )
 
 
+def test_a_cell_without_known_genes_keeps_a_zero_row(embedder: UCEEmbedder, pc9) -> None:
+    counts, genes = pc9
+    with_empty = sparse.vstack([counts[:2], sparse.csr_matrix((1, counts.shape[1])), counts[2:4]])
+    batch = embedder.tokenize(with_empty.tocsr(), genes)
+    assert batch.lengths[2] == 0 and (batch.lengths[[0, 1, 3, 4]] > 0).all()
+    rows = embedder.embed(batch)
+    assert (rows[2] == 0).all()
+    np.testing.assert_allclose(
+        rows[[0, 1, 3, 4]], embedder.embed(embedder.tokenize(counts[:4], genes)), atol=1e-5
+    )
+
+
 class _Shell:
     """Anything a restricted loader must refuse."""
 
 
 def test_bad_inputs_are_refused(checkpoint: Path, tmp_path: Path, embedder: UCEEmbedder) -> None:
-    genes = sorted(embedder.tokenizer.table.tokens)[:2]
-    with pytest.raises(InputError, match="no expressed gene"):
-        embedder.tokenize(sparse.csr_matrix(np.array([[0, 0]])), genes)
     folder = tmp_path / "broken"
     shutil.copytree(checkpoint, folder)
     with (folder / "4layer_model.torch").open("wb") as handle:

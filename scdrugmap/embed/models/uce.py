@@ -161,10 +161,7 @@ class UCETokenizer:
         known.sort_indices()
         per_cell = np.diff(known.indptr)
         if (per_cell == 0).any():
-            raise InputError(
-                "uce: a cell has no expressed gene with a protein embedding; "
-                "filter empty cells before embedding"
-            )
+            return _with_empty_cells(self(counts[per_cell > 0], genes), per_cell > 0)
         expressed = CellGenes(
             tokens[known.indices],
             known.data,
@@ -208,6 +205,14 @@ class UCETokenizer:
         closes = np.r_[opens[1:], True]
         ids[at[closes] + 1] = TOKENS["chrom_right"]
         return RaggedTokens(ids, offsets)
+
+
+def _with_empty_cells(tokens: RaggedTokens, nonempty: np.ndarray) -> RaggedTokens:
+    """Sentences of the non-empty cells with a zero-length row for each cell that has no
+    gene to draw from: it keeps a zero embedding instead of failing its chunk."""
+    lengths = np.zeros(len(nonempty), dtype=np.int64)
+    lengths[nonempty] = tokens.lengths
+    return RaggedTokens(tokens.ids, np.r_[0, np.cumsum(lengths)].astype(np.int64))
 
 
 def full_block(width_in: int, width_out: int) -> nn.Sequential:
