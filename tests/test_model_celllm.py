@@ -16,12 +16,12 @@ import torch
 from scipy import sparse
 
 from scdrugmap.data.prepare import IngestOptions
-from scdrugmap.data.readers import read_matrix_file
+from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.celllm import CellLMEmbedder
 from scdrugmap.errors import InputError
 from scdrugmap.store.store import Store
 from tests.celllm_checkpoint import SMALL, write_celllm_checkpoint
-from tests.data_files import write_sample
+from tests.data_files import top_expressed_genes, write_sample
 
 ROWS = np.r_[0:3, 3000:3027]
 N_CELLS = len(ROWS)
@@ -29,16 +29,13 @@ SHAPE = {"heads": SMALL["heads"], "dim_head": SMALL["dim_head"]}
 
 
 @pytest.fixture(scope="module")
-def pc9(shared_dir: Path) -> tuple[sparse.csr_matrix, list[str]]:
-    table = read_matrix_file(shared_dir / "data" / "pc9_erlotinib" / "Day11_control.txt.gz")
-    return table.counts[ROWS], table.genes
+def pc9(pc9_control: SourceTable) -> tuple[sparse.csr_matrix, list[str]]:
+    return pc9_control.counts[ROWS], pc9_control.genes
 
 
 @pytest.fixture(scope="module")
-def panel(shared_dir: Path) -> list[str]:
-    table = read_matrix_file(shared_dir / "data" / "pc9_erlotinib" / "Day11_control.txt.gz")
-    totals = np.asarray(table.counts[:2000].sum(0)).ravel()
-    return [table.genes[i] for i in np.argsort(-totals, kind="stable")[:3000]]
+def panel(pc9_control: SourceTable) -> list[str]:
+    return top_expressed_genes(pc9_control, 3000)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +129,7 @@ def test_bad_checkpoints_and_options_are_refused(checkpoint: Path, tmp_path: Pat
     shutil.copytree(checkpoint, folder)
     with (folder / "checkpoint4_fixed.pth").open("wb") as handle:
         pickle.dump({"model_state_dict": _Shell()}, handle)
-    with pytest.raises(InputError, match="not a plain checkpoint"):
+    with pytest.raises(InputError, match="not a plain weights file"):
         CellLMEmbedder.load(folder, **SHAPE)
     (folder / "gene_panel.txt").unlink()
     with pytest.raises(InputError, match="gene panel is missing"):

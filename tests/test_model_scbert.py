@@ -16,12 +16,12 @@ import torch
 from scipy import sparse
 
 from scdrugmap.data.prepare import IngestOptions
-from scdrugmap.data.readers import read_matrix_file
+from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.scbert import ScBERTEmbedder
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.errors import InputError
 from scdrugmap.store.store import Store
-from tests.data_files import write_sample
+from tests.data_files import top_expressed_genes, write_sample
 from tests.scbert_checkpoint import SMALL, write_scbert_checkpoint
 
 ROWS = np.r_[0:3, 3000:3027]
@@ -30,16 +30,13 @@ SHAPE = {"heads": SMALL["heads"], "dim_head": SMALL["dim_head"]}
 
 
 @pytest.fixture(scope="module")
-def pc9(shared_dir: Path) -> tuple[sparse.csr_matrix, list[str]]:
-    table = read_matrix_file(shared_dir / "data" / "pc9_erlotinib" / "Day11_control.txt.gz")
-    return table.counts[ROWS], table.genes
+def pc9(pc9_control: SourceTable) -> tuple[sparse.csr_matrix, list[str]]:
+    return pc9_control.counts[ROWS], pc9_control.genes
 
 
 @pytest.fixture(scope="module")
-def panel(shared_dir: Path) -> list[str]:
-    table = read_matrix_file(shared_dir / "data" / "pc9_erlotinib" / "Day11_control.txt.gz")
-    totals = np.asarray(table.counts[:2000].sum(0)).ravel()
-    return [table.genes[i] for i in np.argsort(-totals, kind="stable")[:2000]]
+def panel(pc9_control: SourceTable) -> list[str]:
+    return top_expressed_genes(pc9_control, 2000)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +118,7 @@ def test_bad_checkpoints_and_options_are_refused(checkpoint: Path, tmp_path: Pat
     shutil.copytree(checkpoint, folder)
     with (folder / "panglao_pretrain.pth").open("wb") as handle:
         pickle.dump({"model_state_dict": _Shell()}, handle)
-    with pytest.raises(InputError, match="not a plain checkpoint"):
+    with pytest.raises(InputError, match="not a plain weights file"):
         ScBERTEmbedder.load(folder, **SHAPE)
     (folder / "gene_panel.txt").unlink()
     with pytest.raises(InputError, match="gene_panel=PATH"):

@@ -14,7 +14,7 @@ from scipy import sparse
 from torch import nn
 
 from scdrugmap.data.prepare import IngestOptions
-from scdrugmap.data.readers import read_matrix_file
+from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.scfoundation import ScFoundationEmbedder
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.errors import InputError
@@ -38,9 +38,8 @@ def checkpoint(tmp_path_factory, panel: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pc9(shared_dir: Path) -> tuple[sparse.csr_matrix, list[str]]:
-    table = read_matrix_file(shared_dir / "data" / "pc9_erlotinib" / "Day11_control.txt.gz")
-    return table.counts[ROWS], table.genes
+def pc9(pc9_control: SourceTable) -> tuple[sparse.csr_matrix, list[str]]:
+    return pc9_control.counts[ROWS], pc9_control.genes
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +143,7 @@ def test_bad_checkpoints_are_refused(checkpoint: Path, tmp_path: Path) -> None:
     shutil.copytree(checkpoint, folder)
     with (folder / "models.ckpt").open("wb") as handle:
         pickle.dump({"cell": _Shell()}, handle)
-    with pytest.raises(InputError, match="not a plain checkpoint"):
+    with pytest.raises(InputError, match="not a plain weights file"):
         ScFoundationEmbedder.load(folder)
     (folder / "OS_scRNA_gene_index.19264.tsv").unlink()
     with pytest.raises(InputError, match="gene index"):

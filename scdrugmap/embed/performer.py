@@ -15,7 +15,6 @@ token instead of thousands.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scdrugmap.embed.torch_runtime import load_weights
 from scdrugmap.errors import InputError
 
 KERNEL_EPS = 1e-4
@@ -164,12 +164,7 @@ def read_performer_state(path: Path, extra_rows: tuple[float, ...], gene2vec: Pa
     When it lacks the position table, the table is rebuilt as the reference
     builds it: gene2vec vectors, then one constant row per `extra_rows` value.
     """
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise InputError(
-            f"{path}: not a plain checkpoint ({str(error).splitlines()[0]}); use it as published"
-        ) from error
+    saved = load_weights(path)
     state = saved.get("model_state_dict", saved) if isinstance(saved, dict) else None
     if not isinstance(state, dict):
         raise InputError(f"{path}: holds no model_state_dict")

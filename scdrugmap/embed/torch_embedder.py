@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from scdrugmap.embed.torch_runtime import embed_by_length
+from scdrugmap.embed.torch_runtime import embed_by_length, resolve_device
 from scdrugmap.errors import InputError
 
 
@@ -57,15 +57,16 @@ class TorchEmbedder:
         self,
         model: torch.nn.Module,
         tokenizer: Any,
-        device: torch.device,
+        device: str | torch.device,
         settings: dict,
         batching: dict,
         weights_sha256: str,
         dim: int,
     ) -> None:
-        self.model = model
+        """`device` as the user named it ('auto', 'cpu', 'cuda:1'); the model moves there."""
+        self.device = resolve_device(str(device))
+        self.model = model.to(self.device)
         self.tokenizer = tokenizer
-        self.device = device
         self.settings = settings
         self.batching = batching
         self.dim = int(dim)

@@ -8,8 +8,11 @@ its own tokens, so batching is free to change without changing the result.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +20,17 @@ import torch
 from scdrugmap.errors import InputError
 
 PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+def load_weights(path: Path) -> Any:
+    """A published torch file read with `weights_only`: tensors and plain containers only,
+    so a tampered file cannot run code; anything else is refused with the reason."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as error:
+        raise InputError(
+            f"{path}: not a plain weights file ({str(error).splitlines()[0]}); use it as published"
+        ) from error
 
 
 def resolve_device(device: str) -> torch.device:

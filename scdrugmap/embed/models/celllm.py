@@ -38,7 +38,7 @@ from scdrugmap.embed.performer import (
 )
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import autocast, pad_ragged, resolve_device
+from scdrugmap.embed.torch_runtime import autocast, pad_ragged
 from scdrugmap.errors import InputError
 
 WEIGHTS = "checkpoint4_fixed.pth"
@@ -162,11 +162,10 @@ class CellLMEmbedder(TorchEmbedder):
             )
         settings.update(panel_sha256=file_sha256(panel_file), panel_size=len(panel))
         tokenizer = CellLMTokenizer(panel, model.token_emb.num_embeddings, settings["max_seq_len"])
-        resolved = resolve_device(device)
         return cls(
-            model.to(resolved),
+            model,
             tokenizer,
-            resolved,
+            device,
             settings,
             batching,
             file_sha256(folder / WEIGHTS),

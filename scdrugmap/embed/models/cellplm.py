@@ -29,7 +29,6 @@ What the reference's `CellEmbeddingPipeline` computes (OmicsML/CellPLM):
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ from scdrugmap.embed.panel import GenePanel
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import autocast, resolve_device
+from scdrugmap.embed.torch_runtime import autocast, load_weights
 from scdrugmap.errors import InputError
 
 CONFIG_SUFFIX = ".config.json"
@@ -327,12 +326,7 @@ def read_config(path: Path) -> dict:
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise InputError(
-            f"{path}: not a plain checkpoint ({str(error).splitlines()[0]}); use it as published"
-        ) from error
+    saved = load_weights(path)
     state = saved.get("model_state_dict") if isinstance(saved, dict) else None
     if not isinstance(state, dict):
         raise InputError(f"{path}: holds no model_state_dict")
@@ -421,11 +415,10 @@ class CellPLMEmbedder(TorchEmbedder):
         tokenizer = CellPLMTokenizer(
             config["gene_list"], names, clusters, settings["block_size"], settings["seed"]
         )
-        resolved = resolve_device(device)
         return cls(
-            model.to(resolved),
+            model,
             tokenizer,
-            resolved,
+            device,
             settings,
             batching,
             file_sha256(weights_path),

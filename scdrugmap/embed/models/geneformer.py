@@ -10,7 +10,6 @@ puts around the ranked genes, as V2 was trained.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +23,7 @@ from transformers import BertConfig, BertModel
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import (
-    autocast,
-    pad_ragged,
-    resolve_device,
-)
+from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged
 from scdrugmap.errors import InputError
 
 TARGET_SUM = 10_000
@@ -170,13 +165,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise InputError(
-            f"{path}: not a plain weights file ({str(error).splitlines()[0]}); "
-            "use the checkpoint as published"
-        ) from error
+    return load_weights(path)
 
 
 def _load_encoder(checkpoint: Path, weights: Path) -> BertModel:
@@ -251,11 +240,10 @@ class GeneformerEmbedder(TorchEmbedder):
             target_sum=TARGET_SUM,
             **{f"{k}_sha256": file_sha256(p) for k, p in paths.items() if p is not None},
         )
-        resolved = resolve_device(device)
         return cls(
-            model.to(resolved),
+            model,
             tokenizer,
-            resolved,
+            device,
             settings,
             batching,
             file_sha256(weights),

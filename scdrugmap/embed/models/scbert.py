@@ -43,7 +43,7 @@ from scdrugmap.embed.performer import (
 )
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import autocast, resolve_device
+from scdrugmap.embed.torch_runtime import autocast
 from scdrugmap.errors import InputError
 
 WEIGHTS = "panglao_pretrain.pth"
@@ -156,11 +156,10 @@ class ScBERTEmbedder(TorchEmbedder):
                 f"{model.pos_emb.emb.num_embeddings - 1} gene positions"
             )
         settings.update(panel_sha256=file_sha256(panel_file), panel_size=len(panel))
-        resolved = resolve_device(device)
         return cls(
-            model.to(resolved),
+            model,
             ScBERTTokenizer(panel, settings["bin_num"]),
-            resolved,
+            device,
             settings,
             batching,
             file_sha256(folder / WEIGHTS),

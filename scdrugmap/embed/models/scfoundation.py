@@ -13,7 +13,6 @@ Every step is per cell, so batching here changes nothing but the speed.
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +29,7 @@ from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.panel import GenePanel
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import (
-    autocast,
-    pad_ragged,
-    resolve_device,
-)
+from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged
 from scdrugmap.errors import InputError
 
 CHECKPOINT = "models.ckpt"
@@ -214,13 +209,7 @@ def merged_config(entry: dict) -> dict:
 
 
 def load_entry(path: Path, version: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise InputError(
-            f"{path}: not a plain checkpoint ({str(error).splitlines()[0]}); "
-            "use models.ckpt as published"
-        ) from error
+    checkpoint = load_weights(path)
     key = VERSIONS[version]
     if not isinstance(checkpoint, dict) or key not in checkpoint:
         found = ", ".join(map(str, checkpoint)) if isinstance(checkpoint, dict) else "no entries"
@@ -282,11 +271,10 @@ class ScFoundationEmbedder(TorchEmbedder):
         model = build_model(weights, settings["version"])
         settings.update(gene_index_sha256=file_sha256(panel_file), panel_size=len(panel))
         tokenizer = ScFoundationTokenizer(panel, settings["tgthighres"], settings["pre_normalized"])
-        resolved = resolve_device(device)
         return cls(
-            model.to(resolved),
+            model,
             tokenizer,
-            resolved,
+            device,
             settings,
             batching,
             file_sha256(weights),

@@ -11,7 +11,6 @@ embedding never depends on its batch, its chunk or its neighbours.
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,11 +27,7 @@ from scdrugmap.embed.cell_random import CellGenes, cell_seeds, gene_draws, unifo
 from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import (
-    autocast,
-    pad_ragged,
-    resolve_device,
-)
+from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged
 from scdrugmap.errors import InputError
 
 FILES = {"weights": "best_model.pt", "vocab": "vocab.json", "args": "args.json"}
@@ -317,13 +312,7 @@ def load_args(path: Path) -> dict:
 
 def read_encoder_state(path: Path) -> dict[str, torch.Tensor]:
     """The encoder's parameters from best_model.pt, in either published attention layout."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise InputError(
-            f"{path}: not a plain weights file ({str(error).splitlines()[0]}); "
-            "use the checkpoint as published"
-        ) from error
+    state = load_weights(path)
     if not isinstance(state, dict):
         raise InputError(f"{path}: holds a {type(state).__name__}, not a state dict")
     renamed = {}
@@ -390,11 +379,10 @@ class ScGPTEmbedder(TorchEmbedder):
             vocab_sha256=file_sha256(checkpoint / FILES["vocab"]),
             args_sha256=file_sha256(checkpoint / FILES["args"]),
         )
-        resolved = resolve_device(device)
         return cls(
-            model.to(resolved),
+            model,
             tokenizer,
-            resolved,
+            device,
             settings,
             batching,
             file_sha256(checkpoint / FILES["weights"]),

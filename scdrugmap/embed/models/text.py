@@ -32,7 +32,6 @@ from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_op
 from scdrugmap.embed.torch_runtime import (
     autocast,
     pad_ragged,
-    resolve_device,
 )
 from scdrugmap.errors import InputError
 
@@ -234,7 +233,7 @@ class TextEmbedder(TorchEmbedder):
         tokenizer,
         texts: CellTexts,
         pooling: Pooling,
-        device: torch.device,
+        device: str | torch.device,
         settings: dict,
         batching: dict,
         weights_sha256: str,
@@ -263,13 +262,12 @@ class TextEmbedder(TorchEmbedder):
             model_type=model.config.model_type,
         )
         texts = CellTexts(settings["top_n"], settings["template"], settings["separator"])
-        resolved = resolve_device(device)
         return cls(
-            model.to(resolved),
+            model,
             tokenizer,
             texts,
             layout.pooling,
-            resolved,
+            device,
             settings,
             batching,
             weights_sha256,

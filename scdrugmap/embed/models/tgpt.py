@@ -30,7 +30,6 @@ from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_op
 from scdrugmap.embed.torch_runtime import (
     autocast,
     pad_ragged,
-    resolve_device,
 )
 from scdrugmap.errors import InputError
 
@@ -202,11 +201,10 @@ class TGPTEmbedder(TorchEmbedder):
                 f"tokenizer.json has {len(vocabulary.ids)}; the files are from different models"
             )
         settings.update(tokenizer_sha256=file_sha256(tokenizer_file), pooling="mean of genes")
-        resolved = resolve_device(device)
         return cls(
-            model.to(resolved),
+            model,
             TGPTTokenizer(vocabulary, settings["max_length"]),
-            resolved,
+            device,
             settings,
             batching,
             file_sha256(weights),

@@ -18,7 +18,6 @@ cell per batch (no padding) the two agree, and that is what parity measures.
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +35,7 @@ from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_pickle
 from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import (
-    autocast,
-    pad_ragged,
-    resolve_device,
-)
+from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged
 from scdrugmap.errors import InputError
 
 MODEL_FILES = ("4layer_model.torch", "33l_8ep_1024t_1280.torch")
@@ -86,10 +81,7 @@ class GeneTable:
 def read_gene_table(folder: Path, species: str, protein_file: Path) -> GeneTable:
     """Token rows as the reference numbers them (embedding order + species offset), and
     chromosome codes over every species' chromosomes, as its categorical does."""
-    try:
-        proteins = torch.load(protein_file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise InputError(f"{protein_file}: not a plain protein embedding file ({error})") from error
+    proteins = load_weights(protein_file)
     offsets = load_plain_pickle(folder / OFFSET_FILE)
     if species not in offsets:
         raise InputError(f"{folder / OFFSET_FILE}: no offset for species {species!r}")
@@ -290,7 +282,7 @@ def _shapes(state: dict[str, torch.Tensor]) -> dict:
 def token_table(folder: Path, model_rows: torch.Tensor) -> torch.Tensor:
     """The token embeddings the reference ends up with: the model file's own, unless the
     token file (with the seeded chromosome tokens appended) has another number of rows."""
-    tokens = torch.load(folder / TOKEN_FILE, map_location="cpu", weights_only=True)
+    tokens = load_weights(folder / TOKEN_FILE)
     if tokens.shape[0] == TOKENS["chrom_offset"]:
         generator = torch.Generator().manual_seed(23)
         chrom = torch.normal(0.0, 1.0, size=(CHROM_TOKENS, tokens.shape[1]), generator=generator)
@@ -299,12 +291,7 @@ def token_table(folder: Path, model_rows: torch.Tensor) -> torch.Tensor:
 
 
 def build_model(folder: Path, model_file: Path, heads: int) -> UCEModel:
-    try:
-        state = torch.load(model_file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise InputError(
-            f"{model_file}: not a plain weights file ({str(error).splitlines()[0]})"
-        ) from error
+    state = load_weights(model_file)
     shapes = _shapes(state)
     state["pe_embedding.weight"] = token_table(folder, state["pe_embedding.weight"])
     shapes["n_tokens"] = state["pe_embedding.weight"].shape[0]
@@ -371,11 +358,10 @@ class UCEEmbedder(TorchEmbedder):
             proteins_sha256=file_sha256(protein_file),
             padding="masked",
         )
-        resolved = resolve_device(device)
         return cls(
-            model.to(resolved),
+            model,
             tokenizer,
-            resolved,
+            device,
             settings,
             batching,
             file_sha256(model_file),
