@@ -12,6 +12,8 @@ import pandas as pd
 from scipy import io as spio
 from scipy import sparse
 
+from scdrugmap.data.readers import SourceTable
+
 
 def random_counts(n_cells: int, n_genes: int, seed: int = 0) -> np.ndarray:
     """Sparse-ish integer counts with some multi-digit values (10, 100, ...) to parse."""
@@ -146,3 +148,10 @@ def write_sample(path: Path, counts: sparse.spmatrix, genes: list[str], prefix: 
     """One sample's cells (sparse counts) as a genes x cells table, barcodes `prefix0`, ..."""
     barcodes = [f"{prefix}{i}" for i in range(counts.shape[0])]
     return write_genes_by_cells(path, counts.toarray().astype(np.int64), genes, barcodes)
+
+
+def top_expressed_genes(table: SourceTable, n: int) -> list[str]:
+    """The `n` genes with the most counts in the first 2,000 cells: a panel of real symbols
+    for models whose published panel is not in ../shared."""
+    totals = np.asarray(table.counts[:2000].sum(0)).ravel()
+    return [table.genes[i] for i in np.argsort(-totals, kind="stable")[:n]]

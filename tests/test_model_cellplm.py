@@ -14,7 +14,7 @@ import torch
 from scipy import sparse
 
 from scdrugmap.data.prepare import IngestOptions
-from scdrugmap.data.readers import read_matrix_file
+from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.cell_blocks import sample_blocks
 from scdrugmap.embed.models.cellplm import CellPLMEmbedder
 from scdrugmap.embed.protocol import CellBlockEmbedder
@@ -29,9 +29,8 @@ BLOCK = 8
 
 
 @pytest.fixture(scope="module")
-def pc9(shared_dir: Path) -> tuple[sparse.csr_matrix, list[str]]:
-    table = read_matrix_file(shared_dir / "data" / "pc9_erlotinib" / "Day11_control.txt.gz")
-    return table.counts[ROWS], table.genes
+def pc9(pc9_control: SourceTable) -> tuple[sparse.csr_matrix, list[str]]:
+    return pc9_control.counts[ROWS], pc9_control.genes
 
 
 @pytest.fixture(scope="module")
@@ -190,5 +189,5 @@ def test_bad_checkpoints_and_options_are_refused(checkpoint: Path, tmp_path: Pat
         CellPLMEmbedder.load(folder, version="other")
     with (folder / "other.best.ckpt").open("wb") as handle:
         pickle.dump({"model_state_dict": _Shell()}, handle, protocol=2)
-    with pytest.raises(InputError, match="not a plain checkpoint"):
+    with pytest.raises(InputError, match="not a plain weights file"):
         CellPLMEmbedder.load(folder, version="other")

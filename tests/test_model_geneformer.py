@@ -15,7 +15,7 @@ from scipy import sparse
 from transformers import BertConfig, BertForMaskedLM
 
 from scdrugmap.data.prepare import IngestOptions
-from scdrugmap.data.readers import read_matrix_file
+from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.geneformer import GeneformerEmbedder, GeneformerTokenizer
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_dictionary
@@ -77,9 +77,8 @@ def v2_checkpoint(tmp_path_factory, vocab: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pc9(shared_dir: Path) -> tuple[sparse.csr_matrix, list[str]]:
-    table = read_matrix_file(shared_dir / "data" / "pc9_erlotinib" / "Day11_control.txt.gz")
-    return table.counts[ROWS], table.genes
+def pc9(pc9_control: SourceTable) -> tuple[sparse.csr_matrix, list[str]]:
+    return pc9_control.counts[ROWS], pc9_control.genes
 
 
 @pytest.fixture(scope="module")

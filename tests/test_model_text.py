@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from scdrugmap.data.prepare import IngestOptions
-from scdrugmap.data.readers import read_matrix_file
+from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.checkpoints import bundled_checkpoint
 from scdrugmap.embed.models.text import TextEmbedder
 from scdrugmap.errors import InputError
@@ -34,9 +34,8 @@ def minilm() -> Path:
 
 
 @pytest.fixture(scope="module")
-def pc9(shared_dir: Path) -> tuple[sparse.csr_matrix, list[str]]:
-    table = read_matrix_file(shared_dir / "data" / "pc9_erlotinib" / "Day11_control.txt.gz")
-    return table.counts[ROWS], table.genes
+def pc9(pc9_control: SourceTable) -> tuple[sparse.csr_matrix, list[str]]:
+    return pc9_control.counts[ROWS], pc9_control.genes
 
 
 @pytest.fixture(scope="module")
