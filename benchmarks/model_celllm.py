@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.timing import print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.celllm import CellLMEmbedder
 from scdrugmap.embed.panel import log2_per_10k
@@ -57,17 +58,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = write_celllm_checkpoint(Path(scratch), genes[:19379])
         embedder = CellLMEmbedder.load(checkpoint, heads=SMALL["heads"], dim_head=SMALL["dim_head"])
-        embedder.tokenize(counts[:1], genes)
-        started = time.perf_counter()
-        batch = embedder.tokenize(counts, genes)
-        ours = counts.shape[0] / (time.perf_counter() - started)
-        print(f"tokenise, ours: {ours:,.0f} cells/s ({counts.shape[0]} PC9 cells)")
-        rate = reference_rate(embedder, counts, genes)
-        print(f"tokenise, reference loop: {rate:,.0f} cells/s ({ours / rate:.1f}x)")
+        batch, ours = time_tokenise(embedder, counts, genes)
+        print_versus("tokenise", "reference loop", reference_rate(embedder, counts, genes), ours)
         subset = embedder.tokenize(counts[: args.embed_cells], genes)
-        started = time.perf_counter()
-        embedder.embed(subset)
-        rate = args.embed_cells / (time.perf_counter() - started)
+        rate = time_embed(embedder, subset, args.embed_cells)
         print(
             f"embed, 2 Performer layers x 32 wide on CPU ({torch.get_num_threads()} threads): "
             f"{rate:,.1f} cells/s at {subset.lengths.mean():.0f} positions/cell "

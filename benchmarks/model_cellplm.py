@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from scipy import sparse
 
+from benchmarks.timing import print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.cellplm import CellPLMEmbedder
 from tests.cellplm_checkpoint import PUBLISHED, SMALL, write_cellplm_checkpoint
@@ -53,16 +54,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = write_cellplm_checkpoint(Path(scratch), SHARED, widths=widths)
         embedder = CellPLMEmbedder.load(checkpoint, block_size=args.block_size)
-        embedder.tokenize(counts[:1], genes)
-        started = time.perf_counter()
-        batch = embedder.tokenize(counts, genes)
-        ours = counts.shape[0] / (time.perf_counter() - started)
-        print(f"tokenise, ours: {ours:,.0f} cells/s ({counts.shape[0]} PC9 cells)")
-        rate = reference_rate(embedder, counts, genes)
-        print(f"tokenise, reference path: {rate:,.0f} cells/s ({ours / rate:.1f}x)")
-        started = time.perf_counter()
-        embedder.embed(batch)
-        rate = counts.shape[0] / (time.perf_counter() - started)
+        batch, ours = time_tokenise(embedder, counts, genes)
+        print_versus("tokenise", "reference path", reference_rate(embedder, counts, genes), ours)
+        rate = time_embed(embedder, batch, counts.shape[0])
         print(
             f"embed, {widths['enc_layers']} Flowformer layers x {widths['enc_hid']} wide on CPU "
             f"({torch.get_num_threads()} threads), blocks of {args.block_size} cells: "

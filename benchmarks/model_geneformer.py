@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
+from benchmarks.timing import print_skipped, print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.geneformer import GeneformerEmbedder, GeneformerTokenizer
 
@@ -74,21 +75,15 @@ def main() -> None:
     counts, genes = table.counts[: args.cells], table.genes
     with tempfile.TemporaryDirectory() as scratch:
         embedder = GeneformerEmbedder.load(small_checkpoint(Path(scratch)))
-        embedder.tokenize(counts[:1], genes)
-        started = time.perf_counter()
-        batch = embedder.tokenize(counts, genes)
-        ours = counts.shape[0] / (time.perf_counter() - started)
-        print(f"tokenise, ours: {ours:,.0f} cells/s ({counts.shape[0]} PC9 cells)")
+        batch, ours = time_tokenise(embedder, counts, genes)
         reference = Path(args.reference) / "geneformer" / "tokenizer.py" if args.reference else None
         if reference is not None and reference.is_file():
             rate = reference_rate(reference, embedder.tokenizer, counts, genes)
-            print(f"tokenise, reference tokenize_cell: {rate:,.0f} cells/s ({ours / rate:.1f}x)")
+            print_versus("tokenise", "reference tokenize_cell", rate, ours)
         else:
-            print("tokenise, reference: skipped (pass --reference DIR or GENEFORMER_REFERENCE)")
+            print_skipped("tokenise", "GENEFORMER_REFERENCE")
         subset = embedder.tokenize(counts[-args.embed_cells :], genes)
-        started = time.perf_counter()
-        embedder.embed(subset)
-        rate = args.embed_cells / (time.perf_counter() - started)
+        rate = time_embed(embedder, subset, args.embed_cells)
         mean_tokens = subset.lengths.mean()
         print(
             f"embed, 2 layers x 64 wide on CPU ({torch.get_num_threads()} threads): "

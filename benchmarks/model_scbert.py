@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from benchmarks.timing import print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.scbert import ScBERTEmbedder
 from tests.scbert_checkpoint import SMALL, write_scbert_checkpoint
@@ -56,17 +57,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = write_scbert_checkpoint(Path(scratch), panel)
         embedder = ScBERTEmbedder.load(checkpoint, heads=SMALL["heads"], dim_head=SMALL["dim_head"])
-        embedder.tokenize(counts[:1], genes)
-        started = time.perf_counter()
-        embedder.tokenize(counts, genes)
-        ours = counts.shape[0] / (time.perf_counter() - started)
-        print(f"tokenise, ours: {ours:,.0f} cells/s ({counts.shape[0]} PC9 cells, 16,906 genes)")
-        rate = reference_rate(counts, genes, panel)
-        print(f"tokenise, reference steps: {rate:,.0f} cells/s ({ours / rate:.1f}x)")
+        _, ours = time_tokenise(embedder, counts, genes, note=", 16,906 genes")
+        print_versus("tokenise", "reference steps", reference_rate(counts, genes, panel), ours)
         subset = embedder.tokenize(counts[: args.embed_cells], genes)
-        started = time.perf_counter()
-        embedder.embed(subset)
-        rate = args.embed_cells / (time.perf_counter() - started)
+        rate = time_embed(embedder, subset, args.embed_cells)
         print(
             f"embed, 2 Performer layers x 32 wide on CPU ({torch.get_num_threads()} threads): "
             f"{rate:,.1f} cells/s at 16,907 tokens/cell"

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.timing import print_skipped, print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.scfoundation import ScFoundationEmbedder
 from tests.scfoundation_checkpoint import write_scfoundation_checkpoint
@@ -67,21 +68,15 @@ def main() -> None:
     counts, genes = table.counts[: args.cells], table.genes
     with tempfile.TemporaryDirectory() as scratch:
         embedder = ScFoundationEmbedder.load(write_scfoundation_checkpoint(Path(scratch), PANEL))
-        embedder.tokenize(counts[:1], genes)
-        started = time.perf_counter()
-        batch = embedder.tokenize(counts, genes)
-        ours = counts.shape[0] / (time.perf_counter() - started)
-        print(f"tokenise, ours: {ours:,.0f} cells/s ({counts.shape[0]} PC9 cells)")
+        batch, ours = time_tokenise(embedder, counts, genes)
         reference = Path(args.reference) if args.reference else None
         if reference is not None and (reference / "model" / "load.py").is_file():
             rate = reference_rate(reference, embedder, counts, genes)
-            print(f"tokenise, reference loop: {rate:,.0f} cells/s ({ours / rate:.1f}x)")
+            print_versus("tokenise", "reference loop", rate, ours)
         else:
-            print("tokenise, reference: skipped (pass --reference DIR or SCFOUNDATION_REFERENCE)")
+            print_skipped("tokenise", "SCFOUNDATION_REFERENCE")
         subset = embedder.tokenize(counts[-args.embed_cells :], genes)
-        started = time.perf_counter()
-        embedder.embed(subset)
-        rate = args.embed_cells / (time.perf_counter() - started)
+        rate = time_embed(embedder, subset, args.embed_cells)
         print(
             f"embed, 2 layers x 32 wide on CPU ({torch.get_num_threads()} threads): "
             f"{rate:,.0f} cells/s at {subset.lengths.mean():.0f} tokens/cell; "

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from benchmarks.timing import print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.tgpt import TGPTEmbedder
 from tests.tgpt_checkpoint import write_tgpt_checkpoint
@@ -58,20 +59,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = write_tgpt_checkpoint(Path(scratch), VOCAB)
         embedder = TGPTEmbedder.load(checkpoint)
-        embedder.tokenize(counts[:1], genes)
-        started = time.perf_counter()
-        batch = embedder.tokenize(counts, genes)
-        ours = counts.shape[0] / (time.perf_counter() - started)
-        print(f"tokenise, ours: {ours:,.0f} cells/s ({counts.shape[0]} PC9 cells)")
+        batch, ours = time_tokenise(embedder, counts, genes)
         columns, _ = embedder.tokenizer.known_columns(genes)
         rate = reference_rate(
             checkpoint, counts[:, columns], [genes[c] for c in columns], embedder.tokenizer.n_genes
         )
-        print(f"tokenise, reference path: {rate:,.0f} cells/s ({ours / rate:.1f}x)")
+        print_versus("tokenise", "reference path", rate, ours)
         subset = embedder.tokenize(counts[: args.embed_cells], genes)
-        started = time.perf_counter()
-        embedder.embed(subset)
-        rate = args.embed_cells / (time.perf_counter() - started)
+        rate = time_embed(embedder, subset, args.embed_cells)
         print(
             f"embed, 2 layers x 64 wide on CPU ({torch.get_num_threads()} threads): "
             f"{rate:,.0f} cells/s at {subset.lengths.mean():.0f} tokens/cell; "

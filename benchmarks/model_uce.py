@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.timing import print_skipped, print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.uce import TOKENS, UCEEmbedder
 from tests.uce_checkpoint import write_uce_checkpoint
@@ -70,21 +71,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         symbols = [g for i, g in enumerate(genes) if i % 10]
         embedder = UCEEmbedder.load(write_uce_checkpoint(Path(scratch), symbols))
-        embedder.tokenize(counts[:1], genes)
-        started = time.perf_counter()
-        batch = embedder.tokenize(counts, genes)
-        ours = counts.shape[0] / (time.perf_counter() - started)
-        print(f"cell sentences, ours: {ours:,.0f} cells/s ({counts.shape[0]} PC9 cells)")
+        batch, ours = time_tokenise(embedder, counts, genes, what="cell sentences")
         reference = Path(args.reference) if args.reference else None
         if reference is not None and (reference / "eval_data.py").is_file():
             rate = reference_rate(reference, embedder, counts, genes)
-            print(f"cell sentences, reference: {rate:,.0f} cells/s ({ours / rate:.1f}x)")
+            print_versus("cell sentences", "reference", rate, ours)
         else:
-            print("cell sentences, reference: skipped (pass --reference DIR or UCE_REFERENCE)")
+            print_skipped("cell sentences", "UCE_REFERENCE")
         subset = embedder.tokenize(counts[: args.embed_cells], genes)
-        started = time.perf_counter()
-        embedder.embed(subset)
-        rate = args.embed_cells / (time.perf_counter() - started)
+        rate = time_embed(embedder, subset, args.embed_cells)
         print(
             f"embed, 2 layers x 40 wide on CPU ({torch.get_num_threads()} threads): "
             f"{rate:,.1f} cells/s at {batch.lengths.mean():.0f} tokens/cell"
