@@ -16,3 +16,7 @@ class InputError(ScdrugmapError):
 
 class StoreError(ScdrugmapError):
     """The store does not hold what the request needs (or it is damaged)."""
+
+
+class TrainingError(ScdrugmapError):
+    """Training cannot go on as configured (for example, an adapter gets no gradient)."""

@@ -9,10 +9,11 @@ from contextlib import contextmanager
 @contextmanager
 def progress_bar(
     enabled: bool, total: int, description: str, unit: str = "cells"
-) -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n)`; draws a rich bar with rate and ETA when enabled."""
+) -> Iterator[Callable[..., None]]:
+    """Yield `advance(n, status="")`; draws a rich bar with rate, ETA and the latest
+    status (a training loss, say) when enabled."""
     if not enabled:
-        yield lambda n: None
+        yield lambda n, status="": None
         return
     from rich.progress import (
         BarColumn,
@@ -40,7 +41,8 @@ def progress_bar(
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
     )
     with Progress(*columns) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+        task = bar.add_task(description, total=total, status="")
+        yield lambda n, status="": bar.update(task, advance=n, status=status)

@@ -12,16 +12,26 @@ SAMPLE_LABELS = (("s1", "sensitive"), ("s2", "sensitive"), ("r1", "resistant"), 
 
 
 def ingest_synthetic(
-    store: Store, dataset_id: str, files_dir: Path, *, cells_per_sample: int = 60, seed: int = 0
+    store: Store,
+    dataset_id: str,
+    files_dir: Path,
+    *,
+    cells_per_sample: int = 60,
+    seed: int = 0,
+    genes: list[str] | None = None,
+    fold_change: float = 4.0,
 ) -> None:
-    """One data set of four samples (two per label), one file per sample."""
+    """One data set of four samples (two per label), one file per sample; `genes` names
+    the 300 columns (default GENE0000...)."""
     files_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for offset, (sample, label) in enumerate(SAMPLE_LABELS):
-        counts = counts_matrix(cells_per_sample, label == "resistant", seed * 10 + offset)
+        counts = counts_matrix(
+            cells_per_sample, label == "resistant", seed * 10 + offset, fold_change=fold_change
+        )
         files.append(
             write_genes_by_cells(
-                files_dir / f"{dataset_id}_{sample}.tsv", counts, prefix=f"{sample}-"
+                files_dir / f"{dataset_id}_{sample}.tsv", counts, genes, prefix=f"{sample}-"
             )
         )
     store.ingest(
@@ -36,8 +46,22 @@ def ingest_synthetic(
     )
 
 
-def synthetic_store(root: Path, n_datasets: int = 2, cells_per_sample: int = 60) -> Store:
+def synthetic_store(
+    root: Path,
+    n_datasets: int = 2,
+    cells_per_sample: int = 60,
+    genes: list[str] | None = None,
+    fold_change: float = 4.0,
+) -> Store:
     store = Store(root / "store")
     for i in range(n_datasets):
-        ingest_synthetic(store, f"ds{i}", root / "files", cells_per_sample=cells_per_sample, seed=i)
+        ingest_synthetic(
+            store,
+            f"ds{i}",
+            root / "files",
+            cells_per_sample=cells_per_sample,
+            seed=i,
+            genes=genes,
+            fold_change=fold_change,
+        )
     return store

@@ -12,8 +12,10 @@ GENES = [f"GENE{i:04d}" for i in range(300)]
 PROGRAMME = GENES[:20]
 
 
-def counts_matrix(n_cells: int, resistant: bool, seed: int, n_genes: int = 300) -> np.ndarray:
-    """cells x genes integer counts; resistant cells raise the first 20 genes.
+def counts_matrix(
+    n_cells: int, resistant: bool, seed: int, n_genes: int = 300, fold_change: float = 4.0
+) -> np.ndarray:
+    """cells x genes integer counts; resistant cells raise the first 20 genes `fold_change`-fold.
 
     Gene means are shared by every sample (a sample only adds mild noise), so
     the label, not the sample, is the main signal.
@@ -22,7 +24,7 @@ def counts_matrix(n_cells: int, resistant: bool, seed: int, n_genes: int = 300) 
     rng = np.random.default_rng(seed)
     means = means * rng.lognormal(0.0, 0.1, size=n_genes)
     if resistant:
-        means[:20] *= 4.0
+        means[:20] *= fold_change
     library = rng.lognormal(0.0, 0.3, size=(n_cells, 1))
     return rng.poisson(means * library).astype(np.int64)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shutil
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import sparse
-from transformers import BertConfig, BertForMaskedLM
+from transformers import BertForMaskedLM
 
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
@@ -22,30 +21,11 @@ from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.errors import InputError
 from scdrugmap.store.store import Store
 from tests.data_files import write_sample
+from tests.geneformer_checkpoint import PICKLES, write_geneformer_checkpoint
 
-SMALL = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4}
-PICKLES = ("token_dictionary.pkl", "gene_median_dictionary.pkl", "gene_name_id_dict.pkl")
 # The files list cells largest first: four cells long enough to be truncated, then typical ones.
 ROWS = np.r_[0:4, 3000:3156]
 N_CELLS = len(ROWS)
-
-
-def _write_checkpoint(folder: Path, vocab: Path, token_dictionary: dict | None = None) -> Path:
-    """A random BertForMaskedLM in the published layout: the real config, shrunk."""
-    folder.mkdir(parents=True)
-    for name in PICKLES:
-        shutil.copy(vocab / name, folder / name)
-    if token_dictionary is not None:
-        with (folder / "token_dictionary.pkl").open("wb") as handle:
-            pickle.dump(token_dictionary, handle)
-    settings = json.loads((vocab / "config.json").read_text())
-    settings.update(SMALL, intermediate_size=128)
-    if token_dictionary is not None:
-        settings.update(vocab_size=len(token_dictionary), max_position_embeddings=4096)
-    torch.manual_seed(0)
-    model = BertForMaskedLM(BertConfig(**settings))
-    model.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +35,7 @@ def vocab(shared_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, vocab: Path) -> Path:
-    return _write_checkpoint(tmp_path_factory.mktemp("gf") / "v1", vocab)
+    return write_geneformer_checkpoint(tmp_path_factory.mktemp("gf") / "v1", vocab)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +53,7 @@ def bin_checkpoint(checkpoint: Path, tmp_path_factory) -> Path:
 def v2_checkpoint(tmp_path_factory, vocab: Path) -> Path:
     tokens = load_plain_dictionary(vocab / "token_dictionary.pkl")
     tokens.update({"<cls>": len(tokens), "<eos>": len(tokens) + 1})
-    return _write_checkpoint(tmp_path_factory.mktemp("gf") / "v2", vocab, tokens)
+    return write_geneformer_checkpoint(tmp_path_factory.mktemp("gf") / "v2", vocab, tokens)
 
 
 @pytest.fixture(scope="module")

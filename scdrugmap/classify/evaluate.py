@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -132,6 +133,33 @@ def write_run(
         con.execute("COMMIT")
 
 
+class Selection(NamedTuple):
+    """The selected labelled cells (store order), their labels and data sets, and the split."""
+
+    cells: pd.DataFrame
+    labels: np.ndarray
+    datasets: np.ndarray
+    plan: SplitPlan
+
+
+def select_and_split(
+    store, where: str | None, split: str, *, n_folds: int, shots: int, seed: int
+) -> Selection:
+    """The cells a SQL condition selects, split so that samples (or data sets) stay apart."""
+    cells = store.cells(where, columns=("dataset_id", "cell_index", "sample", "label"))
+    if cells.empty:
+        raise InputError(
+            "the selection holds no labelled cells"
+            + (f" (--where {where!r})" if where else "")
+            + "; check it with `scdrugmap sql`"
+        )
+    labels = (cells["label"] == "sensitive").to_numpy(dtype=np.int8)
+    datasets = cells["dataset_id"].to_numpy(dtype=str)
+    samples = (cells["dataset_id"] + "/" + cells["sample"]).to_numpy(dtype=str)
+    plan = make_split(split, labels, samples, datasets, n_folds=n_folds, shots=shots, seed=seed)
+    return Selection(cells, labels, datasets, plan)
+
+
 def evaluate(
     store,
     embedding: str,
@@ -146,18 +174,10 @@ def evaluate(
 ) -> RunRecord:
     started = time.perf_counter()
     make_classifier(classifier, seed=seed)
-    cells = store.cells(where, columns=("dataset_id", "cell_index", "sample", "label"))
-    if cells.empty:
-        raise InputError(
-            "the selection holds no labelled cells"
-            + (f" (--where {where!r})" if where else "")
-            + "; check it with `scdrugmap sql`"
-        )
+    cells, labels, datasets, plan = select_and_split(
+        store, where, split, n_folds=n_folds, shots=shots, seed=seed
+    )
     features = store.load_embedding(embedding, cells)
-    labels = (cells["label"] == "sensitive").to_numpy(dtype=np.int8)
-    datasets = cells["dataset_id"].to_numpy(dtype=str)
-    samples = (cells["dataset_id"] + "/" + cells["sample"]).to_numpy(dtype=str)
-    plan = make_split(split, labels, samples, datasets, n_folds=n_folds, shots=shots, seed=seed)
     run_id = f"run-{utc_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     results, predictions = [], []
     with progress_bar(
@@ -168,41 +188,92 @@ def evaluate(
             model.fit(features[fold.train], labels[fold.train])
             sensitive_column = list(model.classes_).index(1)
             prob = model.predict_proba(features[fold.test])[:, sensitive_column]
-            y = labels[fold.test]
-            results += _metric_rows(run_id, fold, "pooled", None, y, prob)
-            test_datasets = datasets[fold.test]
-            for dataset_id in np.unique(test_datasets):
-                mask = test_datasets == dataset_id
-                results += _metric_rows(
-                    run_id, fold, "dataset", str(dataset_id), y[mask], prob[mask]
-                )
-            predictions.append(
-                pd.DataFrame(
-                    {
-                        "run_id": run_id,
-                        "fold": fold.index,
-                        "dataset_id": datasets[fold.test],
-                        "cell_index": cells["cell_index"].to_numpy()[fold.test],
-                        "label": y,
-                        "prob_sensitive": prob.astype(np.float32),
-                        "predicted": (prob >= 0.5).astype(np.int8),
-                    }
-                )
+            fold_results, fold_predictions = score_fold(
+                run_id,
+                fold,
+                labels[fold.test],
+                prob,
+                datasets[fold.test],
+                cells["cell_index"].to_numpy()[fold.test],
             )
+            results += fold_results
+            predictions.append(fold_predictions)
             advance(1)
+    params = {"n_folds": n_folds, "shots": shots, **plan.params}
+    return finish_run(
+        store,
+        RunIdentity(run_id, "evaluate", embedding, classifier, split, where, seed, params),
+        plan,
+        cells,
+        time.perf_counter() - started,
+        results,
+        predictions,
+    )
+
+
+def score_fold(
+    run_id: str,
+    fold,
+    y: np.ndarray,
+    prob: np.ndarray,
+    datasets: np.ndarray,
+    cell_index: np.ndarray,
+) -> tuple[list[dict], pd.DataFrame]:
+    """A fold's metrics (pooled, and per data set) and its held-out predictions."""
+    results = _metric_rows(run_id, fold, "pooled", None, y, prob)
+    for dataset_id in np.unique(datasets):
+        mask = datasets == dataset_id
+        results += _metric_rows(run_id, fold, "dataset", str(dataset_id), y[mask], prob[mask])
+    predictions = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "fold": fold.index,
+            "dataset_id": datasets,
+            "cell_index": cell_index,
+            "label": y,
+            "prob_sensitive": prob.astype(np.float32),
+            "predicted": (prob >= 0.5).astype(np.int8),
+        }
+    )
+    return results, predictions
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What a run was: its id, kind (evaluate, finetune), inputs and settings."""
+
+    run_id: str
+    kind: str
+    embedding: str
+    classifier: str
+    split: str
+    where: str | None
+    seed: int
+    params: dict
+
+
+def finish_run(
+    store,
+    identity: RunIdentity,
+    plan: SplitPlan,
+    cells: pd.DataFrame,
+    seconds: float,
+    results: list[dict],
+    predictions: list[pd.DataFrame],
+) -> RunRecord:
+    """Save the split and write the run, its metrics and predictions in one transaction."""
     split_id = _split_id(plan, cells)
     _save_split(store.path, split_id, plan, cells)
-    seconds = time.perf_counter() - started
     run = {
-        "run_id": run_id,
-        "kind": "evaluate",
-        "embedding": embedding,
-        "classifier": classifier,
-        "split": split,
+        "run_id": identity.run_id,
+        "kind": identity.kind,
+        "embedding": identity.embedding,
+        "classifier": identity.classifier,
+        "split": identity.split,
         "split_id": split_id,
-        "selection": where,
-        "seed": seed,
-        "params": canonical_json({"n_folds": n_folds, "shots": shots, **plan.params}),
+        "selection": identity.where,
+        "seed": identity.seed,
+        "params": canonical_json(identity.params),
         "n_cells": len(cells),
         "n_folds": len(plan.folds),
         "cell_level": plan.cell_level,
@@ -211,20 +282,19 @@ def evaluate(
         "versions": canonical_json(package_versions()),
         "created_at": utc_now(),
     }
-    split_row = split_record(split_id, plan, len(cells), where)
     results_frame = pd.DataFrame(results)
     write_run(
         store.catalog_path,
         run,
-        split_row,
+        split_record(split_id, plan, len(cells), identity.where),
         results_frame,
         pd.concat(predictions, ignore_index=True),
     )
     return RunRecord(
-        run_id,
-        embedding,
-        classifier,
-        split,
+        identity.run_id,
+        identity.embedding,
+        identity.classifier,
+        identity.split,
         len(cells),
         plan.cell_level,
         plan.note,

@@ -318,6 +318,14 @@ class Store:
             show_progress=show_progress,
         )
 
+    def finetune(self, request, show_progress: bool = False):
+        """LoRA fine-tuning of a foundation model per fold (a `FinetuneRequest`); its
+        held-out scores go to the catalog beside frozen-embedding runs."""
+        from scdrugmap.finetune.run import finetune
+
+        self._require()
+        return finetune(self, request, show_progress=show_progress)
+
     def results(self, *, latest: bool = True) -> pd.DataFrame:
         """Per-fold metrics in long form, with each run's embedding, classifier and split.
 
