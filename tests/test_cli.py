@@ -89,6 +89,7 @@ def test_help_everywhere_and_fast_imports() -> None:
         "export",
         "models",
         "report",
+        "finetune",
     ]:
         result = cli(*([command] if command else []), "--help")
         assert "Usage:" in result.stdout

@@ -18,6 +18,7 @@ from scdrugmap.finetune.train import TrainSettings, train_fold
 from scdrugmap.store.store import Store
 from tests.cellplm_checkpoint import VERSION, write_cellplm_checkpoint
 from tests.store_builders import synthetic_store
+from tests.test_cli import cli
 
 SETTINGS = TrainSettings(epochs=4, lr=1e-3, batch_size=16, patience=3)
 OPTIONS = {"block_size": 16}
@@ -185,3 +186,64 @@ def test_bad_requests_are_refused_before_anything_is_written(
         store.finetune(_request(checkpoint, train=TrainSettings(epochs=0)))
     assert store.query("SELECT count(*) AS n FROM runs")["n"][0] == before
     assert set((store.path / "finetune").iterdir()) == work_dirs
+
+
+def test_embed_as_stores_adapted_embeddings_that_never_score_trained_cells(
+    store: Store, checkpoint: Path, run
+) -> None:
+    again = store.finetune(_request(checkpoint, embed_as="cellplm-ft"))
+    assert json.loads(
+        store.query(f"SELECT params FROM runs WHERE run_id = '{again.run_id}'")["params"][0]
+    )["embedded_as"] == ["cellplm-ft.fold0", "cellplm-ft.fold1"]
+    store.embed("cellplm", checkpoint=checkpoint, device="cpu", **OPTIONS)
+    frame = store.embeddings().set_index(["key", "dataset_id"])
+    adapter = json.loads(frame.loc[("cellplm-ft.fold0", "ds0"), "settings"])["adapter"]
+    assert adapter["base_model"] == "cellplm" and adapter["fold"] == 0
+    assert len(adapter["adapter_sha256"]) == 64
+    base = store.embedding_array("cellplm", "ds0").read_all()
+    tuned = store.embedding_array("cellplm-ft.fold0", "ds0").read_all()
+    assert np.abs(tuned - base).max() > 1e-4
+    trained = np.load(store.path / adapter["trained_cells"])
+    trained_keys = set(zip(trained["dataset_id"].tolist(), trained["cell_index"].tolist()))
+    record = store.evaluate("cellplm-ft.fold0", "logreg", "pooled", n_folds=2)
+    assert f"{len(trained_keys)} cells the embedding's adapter was trained on" in record.note
+    scored = store.query(
+        f"SELECT dataset_id, cell_index FROM predictions WHERE run_id = '{record.run_id}'"
+    )
+    assert len(scored) and not set(zip(scored["dataset_id"], scored["cell_index"])) & trained_keys
+    base_record = store.evaluate("cellplm", "logreg", "pooled", n_folds=2)
+    assert base_record.n_cells == 240 and record.n_cells == 240 - len(trained_keys)
+
+
+def test_finetune_from_the_command_line(store: Store, checkpoint: Path) -> None:
+    common = ["--model", "cellplm", "--checkpoint", str(checkpoint), "--device", "cpu"]
+    common += ["--param", "block_size=16"]
+    result = cli(
+        "finetune",
+        *common,
+        "--split",
+        "cross-dataset",
+        "--epochs",
+        "1",
+        "--accumulate",
+        "2",
+        "--lr",
+        "1e-3",
+        "--json",
+        store=store.path,
+    )
+    record = json.loads(result.stdout)
+    assert record["run_id"].startswith("ft-")
+    assert {r["fold_name"] for r in record["results"]} == {"ds0", "ds1"}
+    failed = cli(
+        "finetune",
+        *common,
+        "--split",
+        "pooled",
+        "--lora-targets",
+        "q_proj",
+        store=store.path,
+        check=False,
+    )
+    assert failed.returncode == 1 and "unknown LoRA target module(s) q_proj" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1

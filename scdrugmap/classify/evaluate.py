@@ -143,20 +143,41 @@ class Selection(NamedTuple):
 
 
 def select_and_split(
-    store, where: str | None, split: str, *, n_folds: int, shots: int, seed: int
+    store,
+    where: str | None,
+    split: str,
+    *,
+    n_folds: int,
+    shots: int,
+    seed: int,
+    exclude: pd.DataFrame | None = None,
 ) -> Selection:
-    """The cells a SQL condition selects, split so that samples (or data sets) stay apart."""
+    """The cells a SQL condition selects, less `exclude` (dataset_id, cell_index), split so
+    that samples (or data sets) stay apart."""
     cells = store.cells(where, columns=("dataset_id", "cell_index", "sample", "label"))
+    left_out = 0
+    if exclude is not None and len(exclude):
+        keys = pd.MultiIndex.from_frame(cells[["dataset_id", "cell_index"]])
+        dropped = keys.isin(pd.MultiIndex.from_frame(exclude[["dataset_id", "cell_index"]]))
+        cells, left_out = cells[~dropped].reset_index(drop=True), int(dropped.sum())
     if cells.empty:
         raise InputError(
             "the selection holds no labelled cells"
             + (f" (--where {where!r})" if where else "")
+            + (
+                f" once the {left_out} cells its adapter was trained on are left out"
+                if left_out
+                else ""
+            )
             + "; check it with `scdrugmap sql`"
         )
     labels = (cells["label"] == "sensitive").to_numpy(dtype=np.int8)
     datasets = cells["dataset_id"].to_numpy(dtype=str)
     samples = (cells["dataset_id"] + "/" + cells["sample"]).to_numpy(dtype=str)
     plan = make_split(split, labels, samples, datasets, n_folds=n_folds, shots=shots, seed=seed)
+    if left_out:
+        note = f"{left_out} cells the embedding's adapter was trained on are left out"
+        plan.note = f"{plan.note}; {note}" if plan.note else note
     return Selection(cells, labels, datasets, plan)
 
 
@@ -175,7 +196,13 @@ def evaluate(
     started = time.perf_counter()
     make_classifier(classifier, seed=seed)
     cells, labels, datasets, plan = select_and_split(
-        store, where, split, n_folds=n_folds, shots=shots, seed=seed
+        store,
+        where,
+        split,
+        n_folds=n_folds,
+        shots=shots,
+        seed=seed,
+        exclude=store.adapter_trained_cells(embedding),
     )
     features = store.load_embedding(embedding, cells)
     run_id = f"run-{utc_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"

@@ -6,6 +6,11 @@ safetensors and config), head, the cells it was trained on and the base
 checkpoint's sha256 are kept under `finetune/<settings hash>/fold<k>/`; the
 same command rerun after a crash finds them there, skips finished folds
 and resumes an unfinished one at its last epoch.
+
+`embed_as` re-embeds the selection's data sets with each fold's adapter as
+the embedding `<embed_as>.fold<k>`, whose settings name the base model, the
+adapter (its sha256) and the file of cells it was trained on; evaluation
+of that embedding leaves those cells out, so none is ever scored.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from scdrugmap.classify.evaluate import (
 from scdrugmap.classify.splits import make_split
 from scdrugmap.embed.checkpoints import resolve_checkpoint
 from scdrugmap.embed.protocol import TrainableEmbedder
-from scdrugmap.embed.provenance import canonical_json, settings_hash, utc_now
+from scdrugmap.embed.provenance import canonical_json, file_sha256, settings_hash, utc_now
 from scdrugmap.embed.registry import get_model
 from scdrugmap.errors import InputError
 from scdrugmap.finetune.cells import CellSource
 from scdrugmap.finetune.lora import LoraSettings, attach_lora, modules_on_path, resolve_targets
 from scdrugmap.finetune.train import TrainSettings, predict, train_fold
+from scdrugmap.store.store import check_key
 
 CLASSIFIER = "lora-mlp"
 VALIDATION_FOLDS = 5
@@ -56,6 +62,7 @@ class FinetuneRequest:
     train: TrainSettings = field(default_factory=TrainSettings)
     device: str = "auto"
     options: dict = field(default_factory=dict)
+    embed_as: str | None = None
 
 
 def _check_settings(train: TrainSettings) -> None:
@@ -131,9 +138,39 @@ def _save_fold(
     )
 
 
+def _embed_with_adapters(
+    store, request: FinetuneRequest, embedder, base, work: Path, plan, dataset_ids
+) -> None:
+    """Each fold's adapter, folded into a copy of the base, embeds the data sets."""
+    from peft import PeftModel
+
+    settings = embedder.settings
+    for fold in plan.folds:
+        folder = work / f"fold{fold.index}"
+        adapted = PeftModel.from_pretrained(copy.deepcopy(base), folder / ADAPTER_DIR)
+        embedder.model = adapted.merge_and_unload().eval()
+        embedder.settings = {
+            **settings,
+            "adapter": {
+                "base_model": request.model,
+                "adapter_sha256": file_sha256(folder / ADAPTER_DIR / "adapter_model.safetensors"),
+                "fold": fold.index,
+                "trained_cells": str((folder / "trained_cells.npz").relative_to(store.path)),
+                "n_trained_cells": len(fold.train),
+            },
+        }
+        try:
+            store.embed_with(embedder, f"{request.embed_as}.fold{fold.index}", dataset_ids)
+        finally:
+            embedder.settings = settings
+    embedder.model = base
+
+
 def finetune(store, request: FinetuneRequest, show_progress: bool = False) -> RunRecord:
     started = time.perf_counter()
     _check_settings(request.train)
+    if request.embed_as is not None:
+        check_key(f"{request.embed_as}.fold0", "--embed-as key")
     embedder = load_trainable(request)
     base = embedder.model
     lora = replace(
@@ -202,6 +239,11 @@ def finetune(store, request: FinetuneRequest, show_progress: bool = False) -> Ru
         results += fold_results
         predictions.append(fold_predictions)
     embedder.model = base
+    if request.embed_as is not None:
+        _embed_with_adapters(
+            store, request, embedder, base, work, plan, sorted(set(datasets.tolist()))
+        )
+        params["embedded_as"] = [f"{request.embed_as}.fold{f.index}" for f in plan.folds]
     identity = RunIdentity(
         run_id, "finetune", request.model, CLASSIFIER, request.split, request.where, seed, params
     )

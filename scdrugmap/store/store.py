@@ -161,7 +161,6 @@ class Store:
     ):
         """Embed data sets with a model into `embeddings/<key>/`; resumes unfinished runs."""
         from scdrugmap.embed.build import build_embedder
-        from scdrugmap.embed.runner import EmbedTarget, run_embedding
 
         key = check_key(key or model)
         dataset_ids = self.resolve_datasets(datasets)
@@ -170,6 +169,31 @@ class Store:
         embedder = build_embedder(
             self, model, key, dataset_ids, checkpoint, fit_on, device, model_options
         )
+        return self.embed_with(
+            embedder,
+            key,
+            dataset_ids,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            min_coverage=min_coverage,
+            show_progress=show_progress,
+        )
+
+    def embed_with(
+        self,
+        embedder,
+        key: str,
+        dataset_ids: Sequence[str],
+        *,
+        chunk_size: int = 10_000,
+        dtype: str = "float32",
+        min_coverage: float | None = None,
+        show_progress: bool = False,
+    ):
+        """Embed data sets with an embedder already built (a fine-tuned one, say)."""
+        from scdrugmap.embed.runner import EmbedTarget, run_embedding
+
+        key = check_key(key)
         info = {d: self.dataset(d) for d in dataset_ids}
         targets = [
             EmbedTarget(
@@ -316,6 +340,27 @@ class Store:
             shots=shots,
             seed=seed,
             show_progress=show_progress,
+        )
+
+    def adapter_trained_cells(self, key: str) -> pd.DataFrame | None:
+        """The cells a fine-tuned embedding's adapter was trained on (None for other keys):
+        evaluation leaves them out, so they are never scored."""
+        with connect(self.catalog_path) as con:
+            row = con.execute(
+                "SELECT settings FROM embeddings WHERE key = ? LIMIT 1", [key]
+            ).fetchone()
+        adapter = json.loads(row[0]).get("adapter") if row else None
+        if not adapter:
+            return None
+        path = self.path / adapter["trained_cells"]
+        if not path.is_file():
+            raise StoreError(
+                f"embedding {key!r} was made with a fine-tuned adapter whose list of trained "
+                f"cells ({path}) is gone; it cannot be evaluated safely"
+            )
+        trained = np.load(path)
+        return pd.DataFrame(
+            {"dataset_id": trained["dataset_id"].astype(str), "cell_index": trained["cell_index"]}
         )
 
     def finetune(self, request, show_progress: bool = False):
