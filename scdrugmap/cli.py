@@ -344,6 +344,26 @@ def models(as_json: bool) -> None:
     _print_rows(columns, rows, as_json, "models")
 
 
+_CHECKPOINT_OPTION = click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Checkpoint directory of a foundation model, in its published layout "
+    "(default: the one configured, see `scdrugmap models`).",
+)
+_DEVICE_OPTION = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="cpu, cuda, cuda:N, or auto (CUDA when present). Asking for CUDA never falls back.",
+)
+_PARAM_OPTION = click.option(
+    "--param",
+    "params",
+    multiple=True,
+    help="Model setting KEY=VALUE, e.g. n_components=30 (pca), precision=bfloat16.",
+)
+
+
 def _parse_params(params: tuple[str, ...]) -> dict:
     from scdrugmap.errors import InputError
 
@@ -369,11 +389,7 @@ def _parse_params(params: tuple[str, ...]) -> dict:
     help="Comma-separated data set ids, or 'all'.",
 )
 @click.option("--key", help="Embedding key in the store (default: the model's name).")
-@click.option(
-    "--checkpoint",
-    type=click.Path(path_type=Path),
-    help="Checkpoint directory of a foundation model, in its published layout.",
-)
+@_CHECKPOINT_OPTION
 @click.option(
     "--fit-on",
     help="Baselines: data sets to fit on when the key is new "
@@ -393,12 +409,7 @@ def _parse_params(params: tuple[str, ...]) -> dict:
     show_default=True,
     help="Stored precision.",
 )
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="cpu, cuda, cuda:N, or auto (CUDA when present). Asking for CUDA never falls back.",
-)
+@_DEVICE_OPTION
 @click.option(
     "--min-coverage",
     type=float,
@@ -406,12 +417,7 @@ def _parse_params(params: tuple[str, ...]) -> dict:
     help="Refuse data sets whose cells have fewer of their expressed genes in the model's "
     "vocabulary (default 0.5 for foundation models; 0 embeds anyway).",
 )
-@click.option(
-    "--param",
-    "params",
-    multiple=True,
-    help="Model setting KEY=VALUE, e.g. n_components=30, n_top_genes=3000.",
-)
+@_PARAM_OPTION
 @click.option("--replace", is_flag=True, help="Delete this key (and its fit) first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
@@ -607,23 +613,26 @@ def _report_run(record, as_json: bool) -> None:
 
 @main.command()
 @click.option("--model", required=True, help="Foundation model (see `scdrugmap models`).")
-@click.option(
-    "--checkpoint",
-    type=click.Path(path_type=Path),
-    help="Checkpoint directory in its published layout (default: the configured one).",
-)
+@_CHECKPOINT_OPTION
 @click.option("--split", required=True, help="pooled, cross-dataset or few-shot.")
 @_eval_options
 @click.option("--lora-r", type=int, default=8, show_default=True, help="LoRA rank.")
 @click.option("--lora-alpha", type=float, default=8, show_default=True, help="LoRA alpha.")
-@click.option("--lora-dropout", type=float, default=0.05, show_default=True)
+@click.option(
+    "--lora-dropout", type=float, default=0.05, show_default=True, help="Dropout on adapters."
+)
 @click.option(
     "--lora-targets",
     default="",
     help="Comma-separated module names to adapt (default: the model's published targets, "
     "e.g. query,key,value for Geneformer, out_proj for scGPT).",
 )
-@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--epochs", type=int, default=3, show_default=True, help="At most this many.")
+@click.option(
+    "--embed-as",
+    help="Also re-embed the selected data sets with each fold's adapter as KEY.fold<k>; "
+    "evaluating those never scores the cells an adapter trained on.",
+)
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="AdamW learning rate.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Cells per step.")
 @click.option(
@@ -636,15 +645,8 @@ def _report_run(record, as_json: bool) -> None:
     show_default=True,
     help="Epochs without a better validation loss before stopping.",
 )
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="cpu, cuda, cuda:N, or auto (CUDA when present).",
-)
-@click.option(
-    "--param", "params", multiple=True, help="Model setting KEY=VALUE, e.g. precision=bfloat16."
-)
+@_DEVICE_OPTION
+@_PARAM_OPTION
 @click.pass_context
 def finetune(
     ctx,
@@ -661,6 +663,7 @@ def finetune(
     lora_dropout,
     lora_targets,
     epochs,
+    embed_as,
     lr,
     batch_size,
     accumulate,
@@ -699,6 +702,7 @@ def finetune(
         ),
         device=device,
         options=_parse_params(params),
+        embed_as=embed_as,
     )
     _report_run(_store(ctx).finetune(request, show_progress=not as_json), as_json)
 

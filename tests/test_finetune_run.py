@@ -229,12 +229,17 @@ def test_finetune_from_the_command_line(store: Store, checkpoint: Path) -> None:
         "2",
         "--lr",
         "1e-3",
+        "--embed-as",
+        "cli-ft",
         "--json",
         store=store.path,
     )
     record = json.loads(result.stdout)
     assert record["run_id"].startswith("ft-")
     assert {r["fold_name"] for r in record["results"]} == {"ds0", "ds1"}
+    listed = json.loads(cli("embeddings", "--json", store=store.path).stdout)
+    keys = {row["key"] for row in listed}
+    assert {"cli-ft.fold0", "cli-ft.fold1"} <= keys
     failed = cli(
         "finetune",
         *common,
