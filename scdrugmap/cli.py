@@ -465,15 +465,24 @@ def embed(
         "chunks_already_done": summary.chunks_resumed,
         "seconds": round(summary.seconds, 3),
         "cells_per_second": round(summary.cells_per_second, 1) if summary.cells_embedded else None,
+        "failures": summary.failures,
+        "device": summary.device,
     }
     if as_json:
         click.echo(json.dumps(record))
     else:
+        rate = f", {summary.cells_per_second:,.0f} cells/s" if summary.cells_embedded else ""
         click.echo(
             f"{summary.key}: embedded {summary.cells_embedded} cells of "
-            f"{', '.join(summary.datasets)} in {summary.seconds:.1f} s "
-            f"({summary.chunks_resumed} chunks already done)"
+            f"{', '.join(summary.datasets)} in {summary.seconds:.1f} s{rate} on "
+            f"{summary.device} ({summary.chunks_resumed} chunks already done)"
         )
+        if summary.failures:
+            click.echo(
+                f"{summary.failures} cells had no expressed gene the model knows; they are "
+                f'listed with the reason by `scdrugmap sql "SELECT * FROM failures WHERE key = '
+                f"'{summary.key}'\"`"
+            )
 
 
 @main.command()
@@ -513,8 +522,8 @@ def embeddings(ctx, as_json: bool) -> None:
 def sql(ctx, query: str, limit: int | None, as_json: bool) -> None:
     """Run a read-only SQL QUERY over the catalog.
 
-    Tables: datasets, cells, embeddings, splits, runs, results, predictions,
-    zeroshot_failures;
+    Tables: datasets, cells, embeddings, failures (cells an embedding saw nothing
+    of), splits, runs, results, predictions, zeroshot_failures;
     view cell_meta (cells joined with their data set's metadata). Statements
     that write are refused.
 

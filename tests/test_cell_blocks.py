@@ -49,9 +49,12 @@ def _recording_embedder(calls: list[np.ndarray], blocks: np.ndarray):
 def _embed_in_chunks(samples: np.ndarray, block_size: int, chunk_size: int):
     blocks = sample_blocks(samples, block_size)
     calls: list[np.ndarray] = []
-    chunks = BlockedChunks(BlockIndex(blocks), 2, _recording_embedder(calls, blocks))
+    embed_rows = _recording_embedder(calls, blocks)
+    chunks = BlockedChunks(BlockIndex(blocks), 2)
     n = len(samples)
-    parts = [chunks.chunk(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+    # Every chunk is planned before any is assembled, as a reader thread may run ahead.
+    plans = [chunks.plan(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+    parts = [chunks.assemble(plan, *embed_rows(plan.fresh)) for plan in plans]
     values = np.vstack([p[0] for p in parts])
     coverage = np.concatenate([p[1] for p in parts])
     return blocks, values, coverage, np.concatenate(calls)

@@ -191,3 +191,27 @@ def test_bad_checkpoints_and_options_are_refused(checkpoint: Path, tmp_path: Pat
         pickle.dump({"model_state_dict": _Shell()}, handle, protocol=2)
     with pytest.raises(InputError, match="not a plain weights file"):
         CellPLMEmbedder.load(folder, version="other")
+
+
+def test_cells_the_model_knows_nothing_of_are_listed_as_failures(
+    checkpoint: Path, pc9, tmp_path: Path
+) -> None:
+    counts, genes = pc9
+    blank = sparse.csr_matrix(([7.0], ([0], [0])), shape=(1, counts.shape[1]))
+    cells = sparse.vstack([counts[:4], blank, counts[4:6]]).tocsr()
+    renamed = ["UNKNOWN_GENE", *genes[1:]]
+    store = Store(tmp_path / "store")
+    store.ingest(
+        [write_sample(tmp_path / "a.tsv", cells, renamed, "a")],
+        IngestOptions("pc9", samples=["a"], labels=["sensitive"]),
+    )
+    summary = store.embed(
+        "cellplm", checkpoint=checkpoint, device="cpu", min_coverage=0, block_size=BLOCK
+    )
+    assert summary.failures == 1 and summary.device == "cpu"
+    failures = store.query("SELECT key, dataset_id, cell_index, reason FROM failures")
+    assert failures.values.tolist() == [
+        ["cellplm", "pc9", 4, "no expressed gene in the model's vocabulary"]
+    ]
+    store.drop_embedding("cellplm")
+    assert store.query("SELECT count(*) AS n FROM failures")["n"][0] == 0

@@ -14,7 +14,7 @@ embedded once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -53,39 +53,53 @@ class BlockIndex:
         return np.sort(np.concatenate(pieces)) if pieces else np.zeros(0, dtype=np.int64)
 
 
-class BlockedChunks:
-    """A chunk's rows embedded through whole blocks, reusing the blocks the last chunk embedded.
+@dataclass(frozen=True)
+class BlockPlan:
+    """A chunk's whole-block rows, which of them the previous chunk already embedded, and
+    where the chunk's own rows sit among them."""
 
-    `embed_rows(rows)` embeds the given sorted rows, whole blocks, and returns
-    their (values, coverage), a row of each per row.
+    rows: np.ndarray
+    reused: np.ndarray
+    at: np.ndarray
+    inside: slice
+
+    @property
+    def fresh(self) -> np.ndarray:
+        return self.rows[~self.reused]
+
+
+class BlockedChunks:
+    """Chunks embedded through whole blocks, reusing the blocks the previous chunk embedded.
+
+    `plan` and `assemble` are called in chunk order, each once per chunk (`plan`
+    may run ahead in a reader thread): `plan` says which rows to read and embed,
+    `assemble` puts the fresh rows beside the reused ones and returns the chunk's.
     """
 
-    def __init__(
-        self,
-        index: BlockIndex,
-        dim: int,
-        embed_rows: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    ) -> None:
+    def __init__(self, index: BlockIndex, dim: int) -> None:
         self.index = index
         self.dim = dim
-        self.embed_rows = embed_rows
-        self._rows = np.zeros(0, dtype=np.int64)
+        self._planned = np.zeros(0, dtype=np.int64)
         self._values = np.zeros((0, dim), dtype=np.float32)
         self._coverage = np.zeros(0, dtype=np.float32)
 
-    def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """(values, coverage) of rows [start, stop)."""
+    def plan(self, start: int, stop: int) -> BlockPlan:
         rows = self.index.rows(start, stop)
-        at = np.searchsorted(self._rows, rows)
-        reused = np.zeros(len(rows), dtype=bool)
-        if len(self._rows):
-            at = np.minimum(at, len(self._rows) - 1)
-            reused = self._rows[at] == rows
-        values = np.zeros((len(rows), self.dim), dtype=np.float32)
-        coverage = np.zeros(len(rows), dtype=np.float32)
-        values[reused], coverage[reused] = self._values[at[reused]], self._coverage[at[reused]]
-        if not reused.all():
-            values[~reused], coverage[~reused] = self.embed_rows(rows[~reused])
-        self._rows, self._values, self._coverage = rows, values, coverage
-        inside = slice(np.searchsorted(rows, start), np.searchsorted(rows, stop))
-        return values[inside], coverage[inside]
+        previous = self._planned
+        at = np.minimum(np.searchsorted(previous, rows), max(len(previous) - 1, 0))
+        reused = previous[at] == rows if len(previous) else np.zeros(len(rows), dtype=bool)
+        self._planned = rows
+        inside = slice(int(np.searchsorted(rows, start)), int(np.searchsorted(rows, stop)))
+        return BlockPlan(rows, reused, at, inside)
+
+    def assemble(
+        self, plan: BlockPlan, fresh_values: np.ndarray, fresh_coverage: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(values, coverage) of the chunk's own rows."""
+        values = np.zeros((len(plan.rows), self.dim), dtype=np.float32)
+        coverage = np.zeros(len(plan.rows), dtype=np.float32)
+        values[plan.reused] = self._values[plan.at[plan.reused]]
+        coverage[plan.reused] = self._coverage[plan.at[plan.reused]]
+        values[~plan.reused], coverage[~plan.reused] = fresh_values, fresh_coverage
+        self._values, self._coverage = values, coverage
+        return values[plan.inside], coverage[plan.inside]

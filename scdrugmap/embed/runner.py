@@ -1,7 +1,8 @@
 """Streaming, resumable embedding of stored data sets into the store.
 
 Each data set is read and embedded one chunk of cells at a time, so memory
-depends on the chunk size and never on the data set's size. A chunk's rows are
+depends on the chunk size and never on the data set's size; reading,
+embedding and writing overlap (`chunk_pipeline.py`). A chunk's rows are
 written before its `done` flag; a rerun with the same settings skips done
 chunks and redoes the rest, giving the same array as an uninterrupted run.
 """
@@ -11,16 +12,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
-from scdrugmap.embed.cell_blocks import BlockedChunks, BlockIndex, sample_blocks
-from scdrugmap.embed.protocol import CellBlockEmbedder, Embedder
+from scdrugmap.embed.chunk_pipeline import chunk_source, coverage, run_chunks
+from scdrugmap.embed.protocol import Embedder
 from scdrugmap.embed.provenance import canonical_json, package_versions, settings_hash, utc_now
 from scdrugmap.errors import InputError, StoreError
 from scdrugmap.progress import progress_bar
@@ -31,6 +31,8 @@ from scdrugmap.store.embedding_array import EmbeddingArray
 DTYPES = ("float32", "float16")
 
 
+NO_GENES = "no expressed gene"
+NO_KNOWN_GENES = "no expressed gene in the model's vocabulary"
 COVERAGE_SAMPLE = 2000
 DEFAULT_MIN_COVERAGE = 0.5
 
@@ -53,20 +55,24 @@ class EmbedSummary:
     chunks_written: int = 0
     chunks_resumed: int = 0
     seconds: float = 0.0
+    failures: int = 0
+    device: str = "cpu"
 
     @property
     def cells_per_second(self) -> float:
         return self.cells_embedded / self.seconds if self.seconds > 0 else float("nan")
 
 
-def coverage(counts: sparse.csr_matrix, known: np.ndarray) -> np.ndarray:
-    """Fraction of each cell's expressed genes that are in the model's vocabulary."""
-    expressed = np.diff(counts.indptr).astype(np.float32)
-    flags = (known[counts.indices] & (counts.data != 0)).astype(np.float32)
-    known_expressed = np.asarray(
-        sparse.csr_matrix((flags, counts.indices, counts.indptr), shape=counts.shape).sum(axis=1)
-    ).ravel()
-    return np.divide(known_expressed, expressed, out=np.zeros_like(expressed), where=expressed > 0)
+def describe_device(embedder: Embedder) -> str:
+    """Where the model runs, said plainly (`--device auto` must say what it picked)."""
+    device = getattr(embedder, "device", None)
+    if device is None:
+        return "cpu (numpy)"
+    if getattr(device, "type", "") == "cuda":
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def _check_compatible(embedder: Embedder, target: EmbedTarget) -> None:
@@ -184,31 +190,27 @@ def _record(catalog: Path, array: EmbeddingArray, dataset_id: str) -> None:
             "DELETE FROM embeddings WHERE key = ? AND dataset_id = ?", [attrs["key"], dataset_id]
         )
         con.execute("INSERT INTO embeddings BY NAME SELECT * FROM incoming")
+        if complete:
+            _record_failures(con, attrs["key"], dataset_id, array.read_coverage())
+
+
+def _record_failures(con, key: str, dataset_id: str, cell_coverage: np.ndarray) -> None:
+    """Cells the model saw nothing of (no expressed gene it knows), with the reason, in the
+    `failures` table: their rows hold no information about the cell, and a user must be
+    able to find and leave them out."""
+    failed = pd.DataFrame({"cell_index": np.flatnonzero(cell_coverage == 0)})
+    con.execute("DELETE FROM failures WHERE key = ? AND dataset_id = ?", [key, dataset_id])
+    con.register("failed", failed)
+    con.execute(
+        "INSERT INTO failures SELECT ?, ?, f.cell_index, "
+        "CASE WHEN c.n_genes = 0 THEN ? ELSE ? END "
+        "FROM failed f LEFT JOIN cells c ON c.dataset_id = ? AND c.cell_index = f.cell_index",
+        [key, dataset_id, NO_GENES, NO_KNOWN_GENES, dataset_id],
+    )
 
 
 def _cells_in(array: EmbeddingArray, chunks: np.ndarray) -> int:
     return sum(array.chunk_bounds(int(c))[1] - array.chunk_bounds(int(c))[0] for c in chunks)
-
-
-def _chunk_source(
-    embedder: Embedder, target: EmbedTarget, known: np.ndarray
-) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
-    """(start, stop) -> the rows' (embeddings, coverage); whole cell blocks for a model that
-    attends across cells, so its output never depends on the chunk size."""
-    genes = target.reader.gene_ids
-
-    def embed_counts(counts: sparse.csr_matrix, **blocks) -> tuple[np.ndarray, np.ndarray]:
-        return embedder.embed(embedder.tokenize(counts, genes, **blocks)), coverage(counts, known)
-
-    if not isinstance(embedder, CellBlockEmbedder):
-        return lambda start, stop: embed_counts(target.reader.read_rows(start, stop))
-    blocks = sample_blocks(target.reader.read_samples(), embedder.block_size)
-    chunks = BlockedChunks(
-        BlockIndex(blocks),
-        int(embedder.dim),
-        lambda rows: embed_counts(target.reader.read_cells(rows), blocks=blocks[rows]),
-    )
-    return chunks.chunk
 
 
 def run_embedding(
@@ -232,7 +234,7 @@ def run_embedding(
     for target in targets:
         _check_compatible(embedder, target)
         _check_coverage(embedder, target, known[target.dataset_id], min_coverage)
-    summary = EmbedSummary(key=key, model=embedder.name)
+    summary = EmbedSummary(key=key, model=embedder.name, device=describe_device(embedder))
     started = time.perf_counter()
     arrays = [_open_or_create(embedder, key, t, chunk_size, dtype) for t in targets]
     for target, array in zip(targets, arrays):
@@ -243,13 +245,16 @@ def run_embedding(
         for target, array, chunks in todo:
             summary.datasets.append(target.dataset_id)
             summary.chunks_resumed += array.n_chunks - len(chunks)
-            source = _chunk_source(embedder, target, known[target.dataset_id])
-            for chunk in chunks:
-                start, stop = array.chunk_bounds(int(chunk))
-                array.write_chunk(int(chunk), *source(start, stop))
-                summary.cells_embedded += stop - start
+            source = chunk_source(embedder, target.reader, known[target.dataset_id])
+            bounds = [(int(c), *array.chunk_bounds(int(c))) for c in chunks]
+
+            def written(n_cells: int) -> None:
+                summary.cells_embedded += n_cells
                 summary.chunks_written += 1
-                advance(stop - start)
+                advance(n_cells)
+
+            run_chunks(bounds, source, array.write_chunk, written)
             _record(catalog, array, target.dataset_id)
+            summary.failures += int((array.read_coverage() == 0).sum())
     summary.seconds = time.perf_counter() - started
     return summary

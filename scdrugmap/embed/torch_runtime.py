@@ -9,7 +9,8 @@ its own tokens, so batching is free to change without changing the result.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -52,19 +53,22 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast("cuda", dtype=getattr(torch, precision))
 
 
-def length_batches(lengths: np.ndarray, max_tokens: int, max_cells: int) -> Iterator[np.ndarray]:
-    """Cell positions grouped by similar length, each batch within a token budget.
+def _lower_budget(batching: dict, cells: int, longest: int) -> None:
+    """Halve the batch budget after the device ran out of memory on cells x longest tokens.
 
-    Deterministic (stable sort, longest first) so that an out-of-memory error
-    shows up on the first batch, not at the end of a long run.
+    The budget is the embedder's own dict, so every later batch and chunk of the run
+    keeps the lower figure instead of failing again at the old one.
     """
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    start = 0
-    while start < len(order):
-        longest = max(1, int(lengths[order[start]]))
-        size = max(1, min(max_cells, max_tokens // longest))
-        yield order[start : start + size]
-        start += size
+    batching["max_tokens"] = max(longest, (cells * longest) // 2)
+    batching["max_cells"] = max(1, cells // 2)
+    warnings.warn(
+        f"out of device memory at {cells} cells x {longest} tokens; batch budget lowered to "
+        f"{batching['max_tokens']} tokens, {batching['max_cells']} cells",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def embed_by_length(
@@ -74,16 +78,33 @@ def embed_by_length(
     embed_group: Callable[[np.ndarray], np.ndarray],
     min_length: int = 1,
 ) -> np.ndarray:
-    """(n_cells, dim) float32 in input order, each length batch embedded by `embed_group`.
+    """(n_cells, dim) float32 in input order, embedded by `embed_group` in batches of similar
+    length (longest first, so an out-of-memory error shows on the first batch) within a
+    token budget (`max_tokens`) and a cell cap (`max_cells`).
 
-    Cells with fewer than `min_length` tokens have nothing to embed: their
-    rows stay zero rather than failing the chunk.
+    When the device runs out of memory the budget is halved and the batch retried, so a
+    long run slows down instead of dying; a cell that cannot fit alone is an error.
+    Cells with fewer than `min_length` tokens have nothing to embed: their rows stay zero.
     """
     out = np.zeros((len(lengths), dim), dtype=np.float32)
     cells = np.flatnonzero(lengths >= min_length)
-    for group in length_batches(lengths[cells], **batching):
-        chosen = cells[group]
-        out[chosen] = embed_group(chosen)
+    order = cells[np.argsort(-np.asarray(lengths)[cells], kind="stable")]
+    start = 0
+    while start < len(order):
+        longest = max(1, int(lengths[order[start]]))
+        size = max(1, min(batching["max_cells"], batching["max_tokens"] // longest))
+        chosen = order[start : start + size]
+        try:
+            out[chosen] = embed_group(chosen)
+        except torch.cuda.OutOfMemoryError:
+            if len(chosen) == 1:
+                raise InputError(
+                    f"one cell of {longest} tokens does not fit in device memory; lower the "
+                    "model's input length (--param) or use a device with more memory"
+                ) from None
+            _lower_budget(batching, len(chosen), longest)
+            continue
+        start += len(chosen)
     return out
 
 

@@ -120,6 +120,12 @@ CREATE TABLE IF NOT EXISTS predictions (
     prob_sensitive FLOAT NOT NULL,
     predicted TINYINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS failures (
+    key VARCHAR NOT NULL,
+    dataset_id VARCHAR NOT NULL,
+    cell_index BIGINT NOT NULL,
+    reason VARCHAR NOT NULL
+);
 CREATE TABLE IF NOT EXISTS zeroshot_failures (
     run_id VARCHAR NOT NULL,
     dataset_id VARCHAR NOT NULL,

@@ -221,6 +221,7 @@ class Store:
         if self.exists():
             with connect(self.catalog_path, write=True) as con:
                 con.execute("DELETE FROM embeddings WHERE key = ?", [key])
+                con.execute("DELETE FROM failures WHERE key = ?", [key])
         shutil.rmtree(self.path / "embeddings" / key, ignore_errors=True)
         shutil.rmtree(self.fit_path(key), ignore_errors=True)
 

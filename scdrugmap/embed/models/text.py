@@ -242,6 +242,9 @@ class TextEmbedder(TorchEmbedder):
         super().__init__(model, tokenizer, device, settings, batching, weights_sha256, dim=width)
         self.texts = texts
         self.pooling = pooling
+        # Read once: the runner tokenises the next chunk in another thread while this one
+        # encodes, and a fast tokenizer refuses to be entered from two threads at once.
+        self.pad_id = int(tokenizer.pad_token_id)
 
     @classmethod
     def load(cls, checkpoint: Path, device: str = "cpu", **options) -> TextEmbedder:
@@ -289,7 +292,7 @@ class TextEmbedder(TorchEmbedder):
 
     def encode(self, batch: RaggedTokens, cells: np.ndarray) -> torch.Tensor:
         """Pooled last hidden states (differentiable outside `embed`); padding on the right."""
-        ids, keep = pad_ragged(batch.ids, batch.offsets, cells, self.tokenizer.pad_token_id)
+        ids, keep = pad_ragged(batch.ids, batch.offsets, cells, self.pad_id)
         mask = torch.from_numpy(keep).to(self.device)
         with autocast(self.device, self.settings["precision"]):
             hidden = self.model(
