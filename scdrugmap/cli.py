@@ -418,6 +418,18 @@ def _parse_params(params: tuple[str, ...]) -> dict:
     "vocabulary (default 0.5 for foundation models; 0 embeds anyway).",
 )
 @_PARAM_OPTION
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: spread chunks over Ray actors, one per GPU (or CPU worker); needs "
+    "`pip install scdrugmap[ray]` and a store path every node reaches.",
+)
+@click.option(
+    "--address", help="Ray cluster to join (e.g. auto, or ray://head:10001); default: a local one."
+)
+@click.option("--workers", type=int, help="Ray actors (default: one per GPU, else per CPU).")
 @click.option("--replace", is_flag=True, help="Delete this key (and its fit) first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
@@ -433,6 +445,9 @@ def embed(
     device,
     min_coverage,
     params,
+    executor,
+    address,
+    workers,
     replace,
     as_json,
 ) -> None:
@@ -454,6 +469,9 @@ def embed(
         show_progress=not as_json,
         device=device,
         min_coverage=min_coverage,
+        executor=executor,
+        address=address,
+        workers=workers,
         **_parse_params(params),
     )
     record = {

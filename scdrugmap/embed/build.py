@@ -51,3 +51,15 @@ def build_embedder(
             f"({', '.join(fit_ids)}); fit each kind under its own --key with --fit-on"
         )
     return embedder_class.fit(sources, fit_dir, **options)
+
+
+def model_recipe(store, model: str, key: str, checkpoint, device: str, options: dict):
+    """How Ray workers rebuild the embedder `build_embedder` made: from the resolved
+    checkpoint directory, or from the baseline's fit saved under the key."""
+    from scdrugmap.embed.ray_executor import ModelRecipe
+
+    spec = get_model(model)
+    if spec.fitted_in_store:
+        return ModelRecipe(model, str(store.fit_path(key)))
+    path = resolve_checkpoint(spec, checkpoint, dict(options))
+    return ModelRecipe(model, str(path), device, dict(options))

@@ -213,7 +213,22 @@ def _cells_in(array: EmbeddingArray, chunks: np.ndarray) -> int:
     return sum(array.chunk_bounds(int(c))[1] - array.chunk_bounds(int(c))[0] for c in chunks)
 
 
-def run_embedding(
+@dataclass
+class EmbedPlan:
+    """What a run must do, checked and set up before any cell is embedded: each target's
+    array (created or reopened) and the chunks still to write."""
+
+    summary: EmbedSummary
+    known: dict[str, np.ndarray]
+    todo: list[tuple[EmbedTarget, EmbeddingArray, np.ndarray]]
+    started: float
+
+    @property
+    def total_cells(self) -> int:
+        return sum(_cells_in(array, chunks) for _, array, chunks in self.todo)
+
+
+def plan_embedding(
     embedder: Embedder,
     key: str,
     targets: Sequence[EmbedTarget],
@@ -222,9 +237,9 @@ def run_embedding(
     chunk_size: int = 10_000,
     dtype: str = "float32",
     min_coverage: float | None = None,
-    show_progress: bool = False,
-) -> EmbedSummary:
-    """Embed every target, resuming finished chunks; checks all targets before writing."""
+) -> EmbedPlan:
+    """Every target checked (value type, vocabulary coverage) before anything is written;
+    then the arrays opened or created and recorded."""
     if dtype not in DTYPES:
         raise InputError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if chunk_size < 1:
@@ -240,12 +255,45 @@ def run_embedding(
     for target, array in zip(targets, arrays):
         _record(catalog, array, target.dataset_id)
     todo = [(t, a, np.flatnonzero(~a.done_chunks())) for t, a in zip(targets, arrays)]
-    total = sum(_cells_in(array, chunks) for _, array, chunks in todo)
-    with progress_bar(show_progress, total, f"embedding with {embedder.name}") as advance:
-        for target, array, chunks in todo:
-            summary.datasets.append(target.dataset_id)
-            summary.chunks_resumed += array.n_chunks - len(chunks)
-            source = chunk_source(embedder, target.reader, known[target.dataset_id])
+    for target, array, chunks in todo:
+        summary.datasets.append(target.dataset_id)
+        summary.chunks_resumed += array.n_chunks - len(chunks)
+    return EmbedPlan(summary, known, todo, started)
+
+
+def finish_target(plan: EmbedPlan, catalog: Path, target: EmbedTarget, array) -> None:
+    """Mirror a target's finished array into the catalog (the driver's job alone)."""
+    _record(catalog, array, target.dataset_id)
+    plan.summary.failures += int((array.read_coverage() == 0).sum())
+
+
+def run_embedding(
+    embedder: Embedder,
+    key: str,
+    targets: Sequence[EmbedTarget],
+    catalog: Path,
+    *,
+    chunk_size: int = 10_000,
+    dtype: str = "float32",
+    min_coverage: float | None = None,
+    show_progress: bool = False,
+) -> EmbedSummary:
+    """Embed every target in this process, resuming finished chunks."""
+    plan = plan_embedding(
+        embedder,
+        key,
+        targets,
+        catalog,
+        chunk_size=chunk_size,
+        dtype=dtype,
+        min_coverage=min_coverage,
+    )
+    summary = plan.summary
+    with progress_bar(
+        show_progress, plan.total_cells, f"embedding with {embedder.name}"
+    ) as advance:
+        for target, array, chunks in plan.todo:
+            source = chunk_source(embedder, target.reader, plan.known[target.dataset_id])
             bounds = [(int(c), *array.chunk_bounds(int(c))) for c in chunks]
 
             def written(n_cells: int) -> None:
@@ -254,7 +302,6 @@ def run_embedding(
                 advance(n_cells)
 
             run_chunks(bounds, source, array.write_chunk, written)
-            _record(catalog, array, target.dataset_id)
-            summary.failures += int((array.read_coverage() == 0).sum())
-    summary.seconds = time.perf_counter() - started
+            finish_target(plan, catalog, target, array)
+    summary.seconds = time.perf_counter() - plan.started
     return summary

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+EXECUTORS = ("local", "ray")
+
+
 def check_key(key: str, what: str = "embedding key") -> str:
     if not KEY_PATTERN.match(key):
         raise InputError(
@@ -157,18 +160,30 @@ class Store:
         show_progress: bool = False,
         device: str = "auto",
         min_coverage: float | None = None,
+        executor: str = "local",
+        address: str | None = None,
+        workers: int | None = None,
         **model_options,
     ):
-        """Embed data sets with a model into `embeddings/<key>/`; resumes unfinished runs."""
-        from scdrugmap.embed.build import build_embedder
+        """Embed data sets with a model into `embeddings/<key>/`; resumes unfinished runs.
 
+        `executor="ray"` spreads the chunks over Ray actors (`address`: a cluster to
+        join; `workers`: how many, default one per GPU or CPU)."""
+        from scdrugmap.embed.build import build_embedder, model_recipe
+
+        if executor not in EXECUTORS:
+            raise InputError(f"unknown --executor {executor!r}; choose {' or '.join(EXECUTORS)}")
         key = check_key(key or model)
         dataset_ids = self.resolve_datasets(datasets)
         if replace:
             self.drop_embedding(key)
+        options = dict(model_options)
         embedder = build_embedder(
             self, model, key, dataset_ids, checkpoint, fit_on, device, model_options
         )
+        recipe = None
+        if executor == "ray":
+            recipe = model_recipe(self, model, key, checkpoint, device, options)
         return self.embed_with(
             embedder,
             key,
@@ -177,6 +192,9 @@ class Store:
             dtype=dtype,
             min_coverage=min_coverage,
             show_progress=show_progress,
+            recipe=recipe,
+            address=address,
+            workers=workers,
         )
 
     def embed_with(
@@ -189,9 +207,13 @@ class Store:
         dtype: str = "float32",
         min_coverage: float | None = None,
         show_progress: bool = False,
+        recipe=None,
+        address: str | None = None,
+        workers: int | None = None,
     ):
-        """Embed data sets with an embedder already built (a fine-tuned one, say)."""
-        from scdrugmap.embed.runner import EmbedTarget, run_embedding
+        """Embed data sets with an embedder already built (a fine-tuned one, say); with a
+        `recipe` (how workers rebuild it), on Ray actors."""
+        from scdrugmap.embed.runner import EmbedTarget, plan_embedding, run_embedding
 
         key = check_key(key)
         info = {d: self.dataset(d) for d in dataset_ids}
@@ -206,7 +228,20 @@ class Store:
             for d in dataset_ids
         ]
         self.embedding_path(key, dataset_ids[0]).parent.mkdir(parents=True, exist_ok=True)
-        return run_embedding(
+        if recipe is None:
+            return run_embedding(
+                embedder,
+                key,
+                targets,
+                self.catalog_path,
+                chunk_size=chunk_size,
+                dtype=dtype,
+                min_coverage=min_coverage,
+                show_progress=show_progress,
+            )
+        from scdrugmap.embed.ray_executor import run_embedding_ray
+
+        plan = plan_embedding(
             embedder,
             key,
             targets,
@@ -214,6 +249,13 @@ class Store:
             chunk_size=chunk_size,
             dtype=dtype,
             min_coverage=min_coverage,
+        )
+        return run_embedding_ray(
+            plan,
+            recipe,
+            self.catalog_path,
+            address=address,
+            workers=workers,
             show_progress=show_progress,
         )
 
