@@ -53,6 +53,15 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast("cuda", dtype=getattr(torch, precision))
 
 
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on the device: through pinned memory and a non-blocking copy on CUDA,
+    so the copy overlaps the work already queued there; as it is on the CPU."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _lower_budget(batching: dict, cells: int, longest: int) -> None:
     """Halve the batch budget after the device ran out of memory on cells x longest tokens.
 

@@ -38,7 +38,7 @@ from scdrugmap.embed.performer import (
 )
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import autocast, pad_ragged
+from scdrugmap.embed.torch_runtime import autocast, pad_ragged, to_device
 from scdrugmap.errors import InputError
 
 WEIGHTS = "checkpoint4_fixed.pth"
@@ -192,13 +192,13 @@ class CellLMEmbedder(TorchEmbedder):
         weights = real.astype(np.float32)
         weights[np.arange(len(cells)), lengths] = self.settings["max_seq_len"] - lengths
         device = self.device
-        real_tensor = torch.from_numpy(real).to(device)
+        real_tensor = to_device(real, device)
         with autocast(device, self.settings["precision"]):
             hidden = self.model(
-                torch.from_numpy(tokens).to(device),
-                torch.from_numpy(positions).to(device),
+                to_device(tokens, device),
+                to_device(positions, device),
                 real_tensor,
-                torch.from_numpy(weights).to(device),
+                to_device(weights, device),
             ).float()
         if self.settings["pooling"] == "cls":
             return hidden[:, 0]

@@ -46,7 +46,7 @@ from scdrugmap.embed.panel import GenePanel
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import autocast, load_weights
+from scdrugmap.embed.torch_runtime import autocast, load_weights, to_device
 from scdrugmap.errors import InputError
 
 CONFIG_SUFFIX = ".config.json"
@@ -461,7 +461,7 @@ class CellPLMEmbedder(TorchEmbedder):
         ).to(self.device)
         uniforms = None
         if self.settings["cluster"] == "sample":
-            uniforms = torch.from_numpy(batch.uniforms[cells]).to(self.device)
+            uniforms = to_device(batch.uniforms[cells], self.device)
         with autocast(self.device, self.settings["precision"]):
             return self.model(values, uniforms).float()
 

@@ -23,7 +23,7 @@ from transformers import BertConfig, BertModel
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged
+from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged, to_device
 from scdrugmap.errors import InputError
 
 TARGET_SUM = 10_000
@@ -281,14 +281,14 @@ class GeneformerEmbedder(TorchEmbedder):
         """The chosen cells' embeddings as a tensor on the model's device, differentiable
         outside `embed` (fine-tuning trains through it)."""
         ids, mask = pad_ragged(batch.ids, batch.offsets, cells, self.model.config.pad_token_id)
-        input_ids = torch.from_numpy(ids).to(self.device)
-        attention = torch.from_numpy(mask.astype(np.int64)).to(self.device)
+        input_ids = to_device(ids, self.device)
+        attention = to_device(mask.astype(np.int64), self.device)
         with autocast(self.device, self.settings["precision"]):
             hidden = self.model(
                 input_ids=input_ids, attention_mask=attention, output_hidden_states=True
             ).hidden_states
         layer = hidden[self.model.config.num_hidden_layers + self.settings["emb_layer"]].float()
-        lengths = torch.from_numpy(batch.lengths[cells]).to(self.device)
+        lengths = to_device(batch.lengths[cells], self.device)
         return self._pool(layer, lengths)
 
     def _pool(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ from scdrugmap.embed.performer import (
 )
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import autocast
+from scdrugmap.embed.torch_runtime import autocast, to_device
 from scdrugmap.errors import InputError
 
 WEIGHTS = "panglao_pretrain.pth"
@@ -171,7 +171,7 @@ class ScBERTEmbedder(TorchEmbedder):
 
     def encode(self, batch: ScBERTBatch, cells: np.ndarray) -> torch.Tensor:
         """Pooled final hidden states (differentiable outside `embed`)."""
-        tokens = torch.from_numpy(batch.tokens[cells]).to(self.device)
+        tokens = to_device(batch.tokens[cells], self.device)
         with autocast(self.device, self.settings["precision"]):
             hidden = self.model(tokens).float()
         if self.settings["pooling"] == "last":

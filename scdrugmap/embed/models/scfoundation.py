@@ -29,7 +29,7 @@ from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.panel import GenePanel
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged
+from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged, to_device
 from scdrugmap.errors import InputError
 
 CHECKPOINT = "models.ckpt"
@@ -289,14 +289,14 @@ class ScFoundationEmbedder(TorchEmbedder):
         pad_position = self.model.pos_emb.num_embeddings - 1
         values, keep = pad_ragged(batch.values, batch.offsets, cells, self.model.token_emb.pad_id)
         positions, _ = pad_ragged(batch.positions, batch.offsets, cells, pad_position)
-        mask = torch.from_numpy(keep).to(self.device)
+        mask = to_device(keep, self.device)
         with autocast(self.device, self.settings["precision"]):
             hidden = self.model(
-                torch.from_numpy(values.astype(np.float32)).to(self.device),
-                torch.from_numpy(positions).to(self.device),
+                to_device(values.astype(np.float32), self.device),
+                to_device(positions, self.device),
                 mask,
             ).float()
-        lengths = torch.from_numpy(batch.lengths[cells]).to(self.device)
+        lengths = to_device(batch.lengths[cells], self.device)
         if self.settings["pool_type"] == "max":
             return hidden.masked_fill(~mask[:, :, None], -torch.inf).max(1).values
         rows = torch.arange(len(cells), device=self.device)

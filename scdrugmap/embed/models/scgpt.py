@@ -27,7 +27,7 @@ from scdrugmap.embed.cell_random import CellGenes, cell_seeds, gene_draws, unifo
 from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged
+from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged, to_device
 from scdrugmap.errors import InputError
 
 FILES = {"weights": "best_model.pt", "vocab": "vocab.json", "args": "args.json"}
@@ -399,9 +399,9 @@ class ScGPTEmbedder(TorchEmbedder):
         values, _ = pad_ragged(batch.values, batch.offsets, cells, self.tokenizer.pad_value)
         with autocast(self.device, self.settings["precision"]):
             hidden = self.model(
-                torch.from_numpy(ids).to(self.device),
-                torch.from_numpy(values.astype(np.float32)).to(self.device),
-                torch.from_numpy(keep).to(self.device),
+                to_device(ids, self.device),
+                to_device(values.astype(np.float32), self.device),
+                to_device(keep, self.device),
             )
         return F.normalize(hidden[:, 0].float(), dim=1)
 

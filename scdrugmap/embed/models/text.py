@@ -32,6 +32,7 @@ from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_op
 from scdrugmap.embed.torch_runtime import (
     autocast,
     pad_ragged,
+    to_device,
 )
 from scdrugmap.errors import InputError
 
@@ -293,9 +294,9 @@ class TextEmbedder(TorchEmbedder):
     def encode(self, batch: RaggedTokens, cells: np.ndarray) -> torch.Tensor:
         """Pooled last hidden states (differentiable outside `embed`); padding on the right."""
         ids, keep = pad_ragged(batch.ids, batch.offsets, cells, self.pad_id)
-        mask = torch.from_numpy(keep).to(self.device)
+        mask = to_device(keep, self.device)
         with autocast(self.device, self.settings["precision"]):
             hidden = self.model(
-                input_ids=torch.from_numpy(ids).to(self.device), attention_mask=mask.long()
+                input_ids=to_device(ids, self.device), attention_mask=mask.long()
             ).last_hidden_state.float()
         return self.pooling.apply(hidden, mask)

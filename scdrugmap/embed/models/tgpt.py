@@ -30,6 +30,7 @@ from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_op
 from scdrugmap.embed.torch_runtime import (
     autocast,
     pad_ragged,
+    to_device,
 )
 from scdrugmap.errors import InputError
 
@@ -221,12 +222,12 @@ class TGPTEmbedder(TorchEmbedder):
         token ever sees it: a cell's output does not depend on its batch.
         """
         ids, keep = pad_ragged(batch.ids, batch.offsets, cells, self.tokenizer.vocabulary.pad_id)
-        mask = torch.from_numpy(keep.astype(np.int64)).to(self.device)
+        mask = to_device(keep.astype(np.int64), self.device)
         with autocast(self.device, self.settings["precision"]):
             hidden = self.model(
-                input_ids=torch.from_numpy(ids).to(self.device), attention_mask=mask
+                input_ids=to_device(ids, self.device), attention_mask=mask
             ).last_hidden_state.float()
-        lengths = torch.from_numpy(batch.lengths[cells]).to(self.device)
+        lengths = to_device(batch.lengths[cells], self.device)
         position = torch.arange(hidden.shape[1], device=self.device)[None, :]
         genes = (position >= 1) & (position < lengths[:, None] - 1)
         summed = hidden.masked_fill(~genes[:, :, None], 0.0).sum(1)

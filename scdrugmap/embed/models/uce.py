@@ -35,7 +35,7 @@ from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_pickle
 from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
-from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged
+from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged, to_device
 from scdrugmap.errors import InputError
 
 MODEL_FILES = ("4layer_model.torch", "33l_8ep_1024t_1280.torch")
@@ -375,9 +375,7 @@ class UCEEmbedder(TorchEmbedder):
         """CLS embeddings (differentiable outside `embed`)."""
         ids, keep = pad_ragged(batch.ids, batch.offsets, cells, TOKENS["pad"])
         with autocast(self.device, self.settings["precision"]):
-            out = self.model(
-                torch.from_numpy(ids).to(self.device), torch.from_numpy(keep).to(self.device)
-            )
+            out = self.model(to_device(ids, self.device), to_device(keep, self.device))
         return out.float()
 
 
