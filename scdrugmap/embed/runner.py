@@ -268,26 +268,9 @@ def finish_target(plan: EmbedPlan, catalog: Path, target: EmbedTarget, array) ->
 
 
 def run_embedding(
-    embedder: Embedder,
-    key: str,
-    targets: Sequence[EmbedTarget],
-    catalog: Path,
-    *,
-    chunk_size: int = 10_000,
-    dtype: str = "float32",
-    min_coverage: float | None = None,
-    show_progress: bool = False,
+    plan: EmbedPlan, embedder: Embedder, catalog: Path, show_progress: bool = False
 ) -> EmbedSummary:
-    """Embed every target in this process, resuming finished chunks."""
-    plan = plan_embedding(
-        embedder,
-        key,
-        targets,
-        catalog,
-        chunk_size=chunk_size,
-        dtype=dtype,
-        min_coverage=min_coverage,
-    )
+    """Run a checked plan in this process, chunk after chunk, resuming finished chunks."""
     summary = plan.summary
     with progress_bar(
         show_progress, plan.total_cells, f"embedding with {embedder.name}"

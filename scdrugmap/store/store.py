@@ -228,19 +228,6 @@ class Store:
             for d in dataset_ids
         ]
         self.embedding_path(key, dataset_ids[0]).parent.mkdir(parents=True, exist_ok=True)
-        if recipe is None:
-            return run_embedding(
-                embedder,
-                key,
-                targets,
-                self.catalog_path,
-                chunk_size=chunk_size,
-                dtype=dtype,
-                min_coverage=min_coverage,
-                show_progress=show_progress,
-            )
-        from scdrugmap.embed.ray_executor import run_embedding_ray
-
         plan = plan_embedding(
             embedder,
             key,
@@ -250,6 +237,10 @@ class Store:
             dtype=dtype,
             min_coverage=min_coverage,
         )
+        if recipe is None:
+            return run_embedding(plan, embedder, self.catalog_path, show_progress)
+        from scdrugmap.embed.ray_executor import run_embedding_ray
+
         return run_embedding_ray(
             plan,
             recipe,
