@@ -3,7 +3,7 @@
 Each size runs in a fresh process; the figure is that process's peak resident
 memory. Bounded streaming shows as a flat line.
 
-    python -m benchmarks.embed_memory [--sizes 50000,100000,200000] [--genes 2000]
+    python -m benchmarks.embed_memory [--sizes 50000,200000,1000000] [--genes 2000]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def peak_rss_mib(args: list[str]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="50000,100000,200000")
+    parser.add_argument("--sizes", default="50000,200000,1000000")
     parser.add_argument("--genes", type=int, default=2000)
     args = parser.parse_args()
     print(f"embed --model pca, {args.genes} genes, 10% non-zero, --chunk-size 20000")
