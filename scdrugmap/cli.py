@@ -639,6 +639,44 @@ def _report_run(record, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--embedding", required=True, help="Embedding key.")
+@click.option("--classifier", required=True, help="logreg, lightgbm, mlp or knn.")
+@click.option("--name", required=True, help="Name the predictor is kept under.")
+@click.option(
+    "--where", help="SQL condition on cell_meta selecting the training cells (default: all)."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--replace", is_flag=True, help="Overwrite a predictor of the same name.")
+@click.option("--json", "as_json", is_flag=True, help="Print the predictor's record as JSON.")
+@click.pass_context
+def train(ctx, embedding, classifier, name, where, seed, replace, as_json) -> None:
+    """Fit a classifier on all selected cells and keep it in the store as a predictor.
+
+    It is saved without pickle (arrays, LightGBM's text model, safetensors)
+    beside its provenance: the embedding and its model, weights and settings,
+    the cells used, and the metrics of the matching cross-validated run.
+    """
+    record = _store(ctx).train_predictor(
+        embedding, classifier, name, where=where, seed=seed, replace=replace
+    )
+    if as_json:
+        click.echo(json.dumps(record, default=str))
+        return
+    checked = record["cross_validated"]
+    measured = (
+        ", ".join(f"{k} {v:.3f}" for k, v in checked["metrics"].items() if k in _HEADLINE)
+        if checked
+        else "no cross-validated run of this embedding and classifier yet"
+    )
+    click.echo(
+        f"predictor {name!r}: {classifier} on {embedding}, {record['n_cells']} cells ({measured})"
+    )
+
+
+_HEADLINE = ("f1_sensitive", "auroc", "balanced_accuracy")
+
+
+@main.command()
 @click.option("--model", required=True, help="Foundation model (see `scdrugmap models`).")
 @_CHECKPOINT_OPTION
 @click.option("--split", required=True, help="pooled, cross-dataset or few-shot.")

@@ -90,6 +90,7 @@ def test_help_everywhere_and_fast_imports() -> None:
         "models",
         "report",
         "finetune",
+        "train",
     ]:
         result = cli(*([command] if command else []), "--help")
         assert "Usage:" in result.stdout
@@ -203,3 +204,26 @@ def test_models_lists_the_baselines() -> None:
 
 def test_tables_print_brackets_as_data_not_markup() -> None:
     assert "[gene_name_id_dict.pkl]" in cli("models").stdout
+
+
+def test_train_keeps_a_predictor(store: Path) -> None:
+    result = cli(
+        "train", "--embedding", "pca", "--classifier", "logreg", "--name", "toy-lr", store=store
+    )
+    assert "predictor 'toy-lr': logreg on pca, 120 cells" in result.stdout
+    listed = json.loads(
+        cli("sql", "SELECT name, n_cells FROM predictors", "--json", store=store).stdout
+    )
+    assert {"name": "toy-lr", "n_cells": 120} in listed
+    again = cli(
+        "train",
+        "--embedding",
+        "pca",
+        "--classifier",
+        "logreg",
+        "--name",
+        "toy-lr",
+        store=store,
+        check=False,
+    )
+    assert again.returncode == 1 and "exists" in again.stderr

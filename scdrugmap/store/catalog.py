@@ -120,6 +120,16 @@ CREATE TABLE IF NOT EXISTS predictions (
     prob_sensitive FLOAT NOT NULL,
     predicted TINYINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS predictors (
+    name VARCHAR PRIMARY KEY,
+    embedding VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    classifier VARCHAR NOT NULL,
+    selection VARCHAR,
+    n_cells BIGINT NOT NULL,
+    cross_validated VARCHAR,
+    created_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS failures (
     key VARCHAR NOT NULL,
     dataset_id VARCHAR NOT NULL,

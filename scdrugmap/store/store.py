@@ -397,6 +397,24 @@ class Store:
             {"dataset_id": trained["dataset_id"].astype(str), "cell_index": trained["cell_index"]}
         )
 
+    def train_predictor(
+        self,
+        embedding: str,
+        classifier: str,
+        name: str,
+        *,
+        where: str | None = None,
+        seed: int = 0,
+        replace: bool = False,
+    ) -> dict:
+        """Fit a classifier on all selected cells of an embedding and keep it as a predictor."""
+        from scdrugmap.predict.train import train_predictor
+
+        self._require()
+        return train_predictor(
+            self, embedding, classifier, name, where=where, seed=seed, replace=replace
+        )
+
     def finetune(self, request, show_progress: bool = False):
         """LoRA fine-tuning of a foundation model per fold (a `FinetuneRequest`); its
         held-out scores go to the catalog beside frozen-embedding runs."""

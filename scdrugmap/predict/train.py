@@ -1,0 +1,153 @@
+"""Predictors: a classifier fitted on all selected cells of one embedding, kept in the store.
+
+A predictor carries what a reader needs to trust it and what `predict` needs
+to use it: the embedding key with its provenance (model, weights sha256,
+settings hash), the cells it was fitted on, the metrics of the matching
+cross-validated run when there is one, and package versions. It is written
+to a staging folder and moved into place whole, so a predictor is either
+complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scdrugmap.classify.classifiers import make_classifier
+from scdrugmap.embed.provenance import canonical_json, package_versions, utc_now
+from scdrugmap.errors import InputError, StoreError
+from scdrugmap.predict.saved import load_classifier, save_classifier
+from scdrugmap.store.catalog import connect
+
+RECORD = "predictor.json"
+CELLS = "cells.npz"
+
+
+def predictor_path(store, name: str) -> Path:
+    return store.path / "predictors" / name
+
+
+def _embedding_provenance(store, key: str) -> dict:
+    frame = store.embeddings()
+    rows = frame[frame["key"] == key] if not frame.empty else frame
+    if rows.empty:
+        raise StoreError(f"no embedding {key!r}; embed the data sets first")
+    first = rows.iloc[0]
+    return {
+        "key": key,
+        "model": first["model"],
+        "weights_sha256": first["weights_sha256"],
+        "settings_hash": first["settings_hash"],
+        "settings": json.loads(first["settings"]),
+        "dataset_ids": sorted(rows["dataset_id"].tolist()),
+    }
+
+
+def _cross_validated(store, embedding: str, classifier: str, where: str | None) -> dict | None:
+    """Mean of each pooled metric over folds of the newest matching evaluation run."""
+    wanted = store.query(
+        "SELECT run_id, split FROM runs WHERE kind = 'evaluate' AND embedding = ? "
+        "AND classifier = ? AND selection IS NOT DISTINCT FROM ? ORDER BY created_at DESC",
+        [embedding, classifier, where],
+    )
+    if wanted.empty:
+        return None
+    run_id, split = wanted.iloc[0]["run_id"], wanted.iloc[0]["split"]
+    results = store.query(
+        "SELECT metric, avg(value) AS value FROM results WHERE run_id = ? AND scope = 'pooled' "
+        "GROUP BY metric ORDER BY metric",
+        [run_id],
+    )
+    return {
+        "run_id": run_id,
+        "split": split,
+        "metrics": {r.metric: float(r.value) for r in results.itertuples()},
+    }
+
+
+def train_predictor(
+    store,
+    embedding: str,
+    classifier: str,
+    name: str,
+    *,
+    where: str | None = None,
+    seed: int = 0,
+    replace: bool = False,
+) -> dict:
+    """Fit on all selected labelled cells and save; returns the predictor's record."""
+    from scdrugmap.store.store import check_key
+
+    check_key(name, "predictor name")
+    folder = predictor_path(store, name)
+    if folder.exists() and not replace:
+        raise StoreError(f"predictor {name!r} exists; choose another --name or pass --replace")
+    provenance = _embedding_provenance(store, embedding)
+    model = make_classifier(classifier, seed=seed, n_jobs=os.cpu_count() or 1)
+    cells = store.cells(where, columns=("dataset_id", "cell_index", "label"))
+    if cells.empty:
+        raise InputError("the selection holds no labelled cells; check it with `scdrugmap sql`")
+    features = store.load_embedding(embedding, cells)
+    labels = (cells["label"] == "sensitive").to_numpy(dtype=np.int8)
+    model.fit(features, labels)
+    record = {
+        "name": name,
+        "classifier": classifier,
+        "seed": seed,
+        "selection": where,
+        "n_cells": len(cells),
+        "n_sensitive": int(labels.sum()),
+        "embedding": provenance,
+        "cross_validated": _cross_validated(store, embedding, classifier, where),
+        "versions": package_versions(),
+        "created_at": utc_now().isoformat(),
+    }
+    staging = folder.with_name(f".creating-{name}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    record["model_file"] = save_classifier(classifier, model, staging)
+    np.savez_compressed(
+        staging / CELLS,
+        dataset_id=cells["dataset_id"].to_numpy(dtype=str),
+        cell_index=cells["cell_index"].to_numpy(dtype=np.int64),
+    )
+    (staging / RECORD).write_text(json.dumps(record, indent=2, default=str))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+    _catalog_row(store, record)
+    return record
+
+
+def _catalog_row(store, record: dict) -> None:
+    row = pd.DataFrame(
+        [
+            {
+                "name": record["name"],
+                "embedding": record["embedding"]["key"],
+                "model": record["embedding"]["model"],
+                "classifier": record["classifier"],
+                "selection": record["selection"],
+                "n_cells": record["n_cells"],
+                "cross_validated": canonical_json(record["cross_validated"]),
+                "created_at": pd.Timestamp(record["created_at"]),
+            }
+        ]
+    )
+    with connect(store.catalog_path, write=True) as con:
+        con.register("incoming", row)
+        con.execute("DELETE FROM predictors WHERE name = ?", [record["name"]])
+        con.execute("INSERT INTO predictors BY NAME SELECT * FROM incoming")
+
+
+def load_predictor(store, name: str) -> tuple[dict, object]:
+    """(record, model with predict_proba) of a saved predictor."""
+    folder = predictor_path(store, name)
+    if not (folder / RECORD).is_file():
+        raise StoreError(f"no predictor {name!r}; train one with `scdrugmap train`")
+    record = json.loads((folder / RECORD).read_text())
+    return record, load_classifier(record["classifier"], folder)
