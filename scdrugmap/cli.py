@@ -677,6 +677,50 @@ _HEADLINE = ("f1_sensitive", "auroc", "balanced_accuracy")
 
 
 @main.command()
+@click.option("--predictor", required=True, help="A predictor kept by `scdrugmap train`.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Write the calls: .csv or .h5ad.")
+@click.option("--dataset", "dataset_id", help="Id of the new data set (default: a dated one).")
+@click.option("--sample", "samples", multiple=True, help="Sample name per file, in file order.")
+@_CHECKPOINT_OPTION
+@_DEVICE_OPTION
+@_PARAM_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the per-sample summary as JSON.")
+@click.pass_context
+def predict(
+    ctx, predictor, files, out, dataset_id, samples, checkpoint, device, params, as_json
+) -> None:
+    """Predict drug response for the cells in FILES with a kept predictor.
+
+    The cells are ingested (no labels needed; the same checks as `ingest`),
+    embedded exactly as the predictor's embedding was, and classified; each
+    cell gets its probability of sensitivity and a call, each sample a
+    summary. A file that fails leaves the store unchanged.
+    """
+    from scdrugmap.predict.predict import write_predictions
+
+    store = _store(ctx)
+    result = store.predict(
+        predictor,
+        files,
+        dataset_id=dataset_id,
+        samples=list(samples),
+        checkpoint=checkpoint,
+        device=device,
+        options=_parse_params(params),
+        show_progress=not as_json,
+    )
+    written = write_predictions(store, result, out) if out else []
+    if as_json:
+        summary = json.loads(result.samples.to_json(orient="records"))
+        click.echo(json.dumps({"dataset_id": result.dataset_id, "samples": summary}))
+        return
+    _print_frame(result.samples, False, f"{result.dataset_id}: {len(result.cells)} cells")
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+@main.command()
 @click.option("--model", required=True, help="Foundation model (see `scdrugmap models`).")
 @_CHECKPOINT_OPTION
 @click.option("--split", required=True, help="pooled, cross-dataset or few-shot.")

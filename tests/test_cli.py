@@ -91,6 +91,7 @@ def test_help_everywhere_and_fast_imports() -> None:
         "report",
         "finetune",
         "train",
+        "predict",
     ]:
         result = cli(*([command] if command else []), "--help")
         assert "Usage:" in result.stdout
@@ -227,3 +228,34 @@ def test_train_keeps_a_predictor(store: Path) -> None:
         check=False,
     )
     assert again.returncode == 1 and "exists" in again.stderr
+
+
+def test_predict_writes_calls_for_new_cells(store: Path, tmp_path: Path) -> None:
+    cli(
+        "train",
+        "--embedding",
+        "pca",
+        "--classifier",
+        "logreg",
+        "--name",
+        "toy-predict",
+        store=store,
+    )
+    new = write_genes_by_cells(tmp_path / "new.tsv", counts_matrix(20, True, 77), prefix="n-")
+    out = tmp_path / "calls.csv"
+    result = cli(
+        "predict",
+        "--predictor",
+        "toy-predict",
+        str(new),
+        "--sample",
+        "patient",
+        "--out",
+        str(out),
+        "--json",
+        store=store,
+    )
+    summary = json.loads(result.stdout)
+    assert summary["samples"][0]["sample"] == "patient"
+    assert summary["samples"][0]["n_cells"] == 20 and summary["samples"][0]["call"] == "resistant"
+    assert out.is_file() and (tmp_path / "calls.samples.csv").is_file()

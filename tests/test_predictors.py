@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 
+import anndata
 import numpy as np
+import pandas as pd
 import pytest
 
 from scdrugmap.classify.classifiers import CLASSIFIER_NAMES, make_classifier
 from scdrugmap.errors import InputError, StoreError
+from scdrugmap.predict.predict import Predictions, write_predictions
 from scdrugmap.predict.train import load_predictor, predictor_path
 from scdrugmap.store.store import Store
 from tests.store_builders import synthetic_store
+from tests.synthetic import counts_matrix, write_genes_by_cells
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +85,60 @@ def test_bad_requests_leave_nothing_behind(store: Store) -> None:
     assert not list((store.path / "predictors").glob(".creating-*"))
     with pytest.raises(StoreError, match="no predictor"):
         load_predictor(store, "fresh")
+
+
+def _new_cells(folder, seed: int = 50) -> list:
+    """Two unlabelled samples: one like the sensitive cells, one like the resistant."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        write_genes_by_cells(
+            folder / f"{name}.tsv", counts_matrix(40, resistant, seed + i), prefix=f"{name}-"
+        )
+        for i, (name, resistant) in enumerate((("patient-a", False), ("patient-b", True)))
+    ]
+
+
+def test_predict_calls_new_cells_per_cell_and_per_sample(store: Store, tmp_path) -> None:
+    store.train_predictor("pca", "logreg", "for-new-cells")
+    files = _new_cells(tmp_path / "new")
+    result = store.predict(
+        "for-new-cells", files, dataset_id="newcells", samples=["patient-a", "patient-b"]
+    )
+    assert len(result.cells) == 80 and set(result.cells["sample"]) == {"patient-a", "patient-b"}
+    assert result.cells["prob_sensitive"].between(0, 1).all()
+    calls = result.samples.set_index("sample")
+    assert calls.loc["patient-a", "call"] == "sensitive"
+    assert calls.loc["patient-b", "call"] == "resistant"
+    assert calls.loc["patient-a", "fraction_sensitive"] > 0.8
+    assert calls.loc["patient-b", "fraction_sensitive"] < 0.2
+    assert store.dataset("newcells")["n_unknown"] == 80
+    written = write_predictions(store, result, tmp_path / "out" / "calls.csv")
+    assert [p.name for p in written] == ["calls.csv", "calls.samples.csv"]
+    assert len(pd.read_csv(written[0])) == 80
+    (h5ad,) = write_predictions(store, result, tmp_path / "out" / "calls.h5ad")
+    adata = anndata.read_h5ad(h5ad)
+    assert adata.n_obs == 80 and adata.obsm["X_pca"].shape == (80, 8)
+    np.testing.assert_allclose(adata.obs["prob_sensitive"], result.cells["prob_sensitive"])
+
+
+def test_a_bad_file_leaves_the_store_as_it_was(store: Store, tmp_path) -> None:
+    store.train_predictor("pca", "logreg", "guarded")
+    before = sorted(store.dataset_ids())
+    broken = tmp_path / "broken.tsv"
+    broken.write_text("GENE\tc1\tc2\nGENE0000\t1\t-3\n")
+    with pytest.raises(InputError):
+        store.predict("guarded", [broken], dataset_id="broken")
+    unknown = tmp_path / "unknown.tsv"
+    write_genes_by_cells(unknown, counts_matrix(5, False, 1), genes=[f"X{i}" for i in range(300)])
+    with pytest.raises(InputError, match="vocabulary"):
+        store.predict("guarded", [unknown], dataset_id="unknowngenes")
+    assert sorted(store.dataset_ids()) == before
+    assert not (store.path / "datasets" / "unknowngenes.zarr").exists()
+    with pytest.raises(StoreError, match="no predictor"):
+        store.predict("missing", [unknown])
+    with pytest.raises(InputError, match=r"\.csv or \.h5ad"):
+        write_predictions(
+            store,
+            Predictions("guarded", "x", pd.DataFrame(), pd.DataFrame()),
+            tmp_path / "calls.txt",
+        )

@@ -250,6 +250,23 @@ class Store:
             show_progress=show_progress,
         )
 
+    def drop_dataset(self, dataset_id: str) -> None:
+        """Remove a data set, its cells and every embedding of it (catalog rows and arrays)."""
+        self.dataset(dataset_id)
+        with connect(self.catalog_path, write=True) as con:
+            for table in ("cells", "embeddings", "failures", "datasets"):
+                con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [dataset_id])
+        for array in (self.path / "embeddings").glob(f"*/{dataset_id}.zarr"):
+            shutil.rmtree(array, ignore_errors=True)
+        shutil.rmtree(self.path / "datasets" / f"{dataset_id}.zarr", ignore_errors=True)
+
+    def predict(self, predictor: str, files, **options):
+        """Per-cell calls for new cells (see `scdrugmap.predict.predict.predict_files`)."""
+        from scdrugmap.predict.predict import predict_files
+
+        self._require()
+        return predict_files(self, predictor, list(files), **options)
+
     def drop_embedding(self, key: str) -> None:
         if self.exists():
             with connect(self.catalog_path, write=True) as con:

@@ -1,0 +1,141 @@
+"""Per-cell predictions for new cells: ingest, embed as the predictor's embedding, classify.
+
+The new cells are ingested as a data set of their own (with the same
+validation as `ingest`) and embedded under the predictor's embedding key, by
+the very embedder the predictor was fitted on: the stored fit for a baseline,
+the checkpoint for a foundation model, refused before any work when its
+settings hash differs from the predictor's. If embedding fails (for example,
+the new cells share too few genes with the embedding), the new data set is
+removed again, so a bad file leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scdrugmap.embed.provenance import settings_hash, utc_now
+from scdrugmap.errors import InputError
+from scdrugmap.predict.train import load_predictor
+
+OUTPUT_SUFFIXES = (".csv", ".h5ad")
+# New cells must share half their expressed genes with what the embedding reads, for
+# baselines too (which otherwise accept any genes): a call from a handful of genes
+# would look like any other call.
+MIN_COVERAGE = 0.5
+
+
+@dataclass
+class Predictions:
+    predictor: str
+    dataset_id: str
+    cells: pd.DataFrame
+    samples: pd.DataFrame
+
+
+def _embedder_as_trained(store, record: dict, checkpoint, device: str, options: dict):
+    from scdrugmap.embed.build import build_embedder
+
+    embedding = record["embedding"]
+    embedder = build_embedder(
+        store, embedding["model"], embedding["key"], [], checkpoint, None, device, dict(options)
+    )
+    if settings_hash(embedder.name, embedder.provenance()) != embedding["settings_hash"]:
+        raise InputError(
+            f"{embedding['model']} as loaded here differs from the one predictor "
+            f"{record['name']!r} was fitted on (weights or settings); use the same checkpoint "
+            "and --param values"
+        )
+    return embedder
+
+
+def per_sample(cells: pd.DataFrame) -> pd.DataFrame:
+    """Each sample's cells, mean probability of sensitivity, share called sensitive, call."""
+    grouped = cells.groupby("sample", sort=True)
+    summary = pd.DataFrame(
+        {
+            "n_cells": grouped.size(),
+            "mean_prob_sensitive": grouped["prob_sensitive"].mean(),
+            "fraction_sensitive": grouped["call"].apply(lambda c: float((c == "sensitive").mean())),
+        }
+    ).reset_index()
+    summary["call"] = np.where(summary["mean_prob_sensitive"] >= 0.5, "sensitive", "resistant")
+    return summary
+
+
+def predict_files(
+    store,
+    predictor: str,
+    files: list[str | os.PathLike],
+    *,
+    dataset_id: str | None = None,
+    samples: list[str] | None = None,
+    checkpoint=None,
+    device: str = "auto",
+    options: dict | None = None,
+    show_progress: bool = False,
+) -> Predictions:
+    from scdrugmap.data.prepare import IngestOptions
+    from scdrugmap.store.store import check_key
+
+    record, model = load_predictor(store, predictor)
+    embedder = _embedder_as_trained(store, record, checkpoint, device, options or {})
+    dataset_id = check_key(dataset_id or f"{predictor}-{utc_now():%Y%m%d-%H%M%S}", "data set id")
+    store.ingest(files, IngestOptions(dataset_id, samples=list(samples or [])))
+    key = record["embedding"]["key"]
+    try:
+        store.embed_with(
+            embedder,
+            key,
+            [dataset_id],
+            min_coverage=MIN_COVERAGE,
+            show_progress=show_progress,
+        )
+    except BaseException:
+        store.drop_dataset(dataset_id)
+        raise
+    cells = store.cells(
+        f"dataset_id = '{dataset_id}'",
+        labelled=False,
+        columns=("dataset_id", "cell_index", "barcode", "sample"),
+    )
+    prob = model.predict_proba(store.load_embedding(key, cells))[:, 1]
+    cells = cells.assign(
+        prob_sensitive=prob.astype(np.float32),
+        call=np.where(prob >= 0.5, "sensitive", "resistant"),
+    )
+    return Predictions(predictor, dataset_id, cells, per_sample(cells))
+
+
+def write_predictions(store, result: Predictions, out: str | os.PathLike) -> list[Path]:
+    """Per-cell calls as CSV (with `<name>.samples.csv` beside it) or as an h5ad whose obs
+    hold the calls, obsm the embedding and uns the per-sample summary."""
+    out = Path(out)
+    if out.suffix not in OUTPUT_SUFFIXES:
+        raise InputError(f"--out {out}: write .csv or .h5ad")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        samples = out.with_name(f"{out.stem}.samples.csv")
+        result.cells.to_csv(out, index=False)
+        result.samples.to_csv(samples, index=False)
+        return [out, samples]
+    import anndata as ad
+
+    record, _ = load_predictor(store, result.predictor)
+    key = record["embedding"]["key"]
+    reader = store.reader(result.dataset_id)
+    obs = result.cells.set_index("barcode")
+    obs.index = obs.index.astype(str)
+    adata = ad.AnnData(
+        X=reader.read_rows(0, reader.n_cells),
+        obs=obs,
+        var=pd.DataFrame(index=reader.gene_ids),
+        obsm={f"X_{key}": store.load_embedding(key, result.cells)},
+        uns={"per_sample": {c: result.samples[c].tolist() for c in result.samples.columns}},
+    )
+    adata.write_h5ad(out)
+    return [out]
