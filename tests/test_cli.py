@@ -172,6 +172,7 @@ def test_evaluate_results_and_report(store: Path, tmp_path: Path) -> None:
     assert "pca" in table and "logreg" in table and "±" in table
     report = cli("report", "--out", str(tmp_path / "report"), store=store)
     assert (tmp_path / "report" / "index.html").is_file(), report.stdout
+    assert (tmp_path / "report" / "roc_pr_curves.svg").is_file()
 
 
 def test_export_writes_h5ad_with_the_embedding(store: Path, tmp_path: Path) -> None:

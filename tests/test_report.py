@@ -218,3 +218,26 @@ def test_importing_report_does_not_import_matplotlib():
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_curves_and_frozen_vs_lora(results, tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    predictions = pd.DataFrame(
+        {
+            "run_id": "run1",
+            "label": labels,
+            "prob_sensitive": np.clip(labels * 0.6 + rng.random(200) * 0.5, 0, 1),
+        }
+    )
+    tuned = [row("pca", "lora-mlp", fold, "f1_sensitive", 0.9, run_id="run2") for fold in range(3)]
+    frame = pd.concat([results, pd.DataFrame(tuned)], ignore_index=True)
+    page = write_report(frame, tmp_path, predictions=predictions).read_text(encoding="utf-8")
+    assert 'src="roc_pr_curves.png"' in page
+    assert_figure_files(tmp_path / "roc_pr_curves.png")
+    assert "Frozen embeddings vs LoRA fine-tuning" in page
+    assert "<td>logreg 0.500</td><td>0.900</td>" in page
+    one_class = predictions.assign(label=1)
+    other = write_report(results, tmp_path / "one", predictions=one_class).read_text()
+    assert "roc_pr_curves.png" in other  # drawn, with the one-class line left out
+    assert "Frozen embeddings vs LoRA" not in other

@@ -179,3 +179,44 @@ def plot_metric_heatmap(
     figure.colorbar(image, ax=list(axes), label=label, shrink=0.9)
     figure.suptitle(f"{label} per data set: mean over folds", fontsize=11)
     return _save(figure, path)
+
+
+def plot_roc_pr(curves: pd.DataFrame, path: Path) -> Path | None:
+    """ROC and precision-recall curves of held-out predictions, pooled over folds.
+
+    `curves` holds one row per held-out cell: split, row (embedding / classifier),
+    label (1 = sensitive) and prob_sensitive. One pair of panels per split, one
+    line per row, with its AUROC or average precision in the legend; a row whose
+    cells are all of one class has no curve and is left out.
+    """
+    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+    if curves.empty:
+        return None
+    splits = sorted(curves["split"].unique())
+    figure = _new_figure(9.0, 3.8 * len(splits))
+    axes = figure.subplots(len(splits), 2, squeeze=False)
+    for (roc_ax, pr_ax), split in zip(axes, splits, strict=True):
+        mine = curves[curves["split"] == split]
+        names = sorted(mine["row"].unique())
+        for colour, name in zip(_palette(len(names)), names, strict=True):
+            cells = mine[mine["row"] == name]
+            y, p = cells["label"].to_numpy(int), cells["prob_sensitive"].to_numpy(float)
+            if len(np.unique(y)) < 2:
+                continue
+            fpr, tpr, _ = roc_curve(y, p)
+            area = auc(fpr, tpr)
+            roc_ax.plot(fpr, tpr, color=colour, label=_plain(f"{name} ({area:.2f})", 48))
+            precision, recall, _ = precision_recall_curve(y, p)
+            ap = average_precision_score(y, p)
+            pr_ax.plot(recall, precision, color=colour, label=_plain(f"{name} ({ap:.2f})", 48))
+        roc_ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
+        roc_ax.set(xlabel="false positive rate", ylabel="true positive rate")
+        roc_ax.set_title(_plain(f"ROC, split: {split}", 60), fontsize=10)
+        pr_ax.set(xlabel="recall (sensitive)", ylabel="precision (sensitive)", ylim=(0, 1.02))
+        pr_ax.set_title(_plain(f"precision-recall, split: {split}", 60), fontsize=10)
+        for ax in (roc_ax, pr_ax):
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="lower right" if ax is roc_ax else "lower left")
+    figure.suptitle("Held-out cells, all folds pooled", fontsize=11)
+    return _save(figure, path)

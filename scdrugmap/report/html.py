@@ -47,6 +47,9 @@ ul.notes li { margin: 0.2rem 0; }
 """
 
 
+LORA = "lora-mlp"
+
+
 def _e(value: object) -> str:
     return html.escape("" if value is None or value is pd.NA else str(value), quote=True)
 
@@ -110,8 +113,10 @@ def _nan_reasons(results: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _figures(results: pd.DataFrame, pooled: pd.DataFrame, out_dir: Path) -> list[tuple[str, str]]:
-    from scdrugmap.report.figures import plot_f1_bars, plot_metric_heatmap
+def _figures(
+    results: pd.DataFrame, pooled: pd.DataFrame, out_dir: Path, curves: pd.DataFrame
+) -> list[tuple[str, str]]:
+    from scdrugmap.report.figures import plot_f1_bars, plot_metric_heatmap, plot_roc_pr
 
     figures = []
     if "f1_sensitive_mean" in pooled.columns:
@@ -120,7 +125,47 @@ def _figures(results: pd.DataFrame, pooled: pd.DataFrame, out_dir: Path) -> list
     heatmap = plot_metric_heatmap(results, out_dir / "f1_sensitive_by_dataset.png")
     if heatmap is not None:
         figures.append((heatmap.name, "F1 of the sensitive class within each data set."))
+    roc_pr = plot_roc_pr(curves, out_dir / "roc_pr_curves.png")
+    if roc_pr is not None:
+        figures.append(
+            (roc_pr.name, "ROC and precision-recall curves of held-out cells, folds pooled.")
+        )
     return figures
+
+
+def frozen_vs_lora(pooled: pd.DataFrame, metric: str = "f1_sensitive") -> pd.DataFrame:
+    """Per embedding and split where both exist: the best frozen classifier beside LoRA."""
+    column = f"{metric}_mean"
+    if pooled.empty or column not in pooled.columns:
+        return pd.DataFrame()
+    tuned = pooled[pooled["classifier"] == LORA]
+    frozen = pooled[pooled["classifier"] != LORA]
+    rows = []
+    for row in tuned.itertuples():
+        same = frozen[(frozen["embedding"] == row.embedding) & (frozen["split"] == row.split)]
+        if same.empty or same[column].isna().all():
+            continue
+        best = same.loc[same[column].idxmax()]
+        rows.append(
+            {
+                "embedding": row.embedding,
+                "split": row.split,
+                "best frozen": f"{best['classifier']} {best[column]:.3f}",
+                "LoRA (lora-mlp)": f"{getattr(row, column):.3f}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _curve_rows(results: pd.DataFrame, predictions: pd.DataFrame | None) -> pd.DataFrame:
+    """Held-out predictions labelled with their run's split and embedding / classifier."""
+    if predictions is None or predictions.empty or "run_id" not in results.columns:
+        return pd.DataFrame()
+    runs = results[["run_id", "embedding", "classifier", "split"]].drop_duplicates("run_id")
+    merged = predictions.merge(runs, on="run_id")
+    return merged.assign(
+        row=merged["embedding"].astype(str) + " / " + merged["classifier"].astype(str)
+    )
 
 
 def _markdown_table(table: pd.DataFrame) -> str:
@@ -155,11 +200,14 @@ def write_report(
     *,
     title: str = "scdrugmap results",
     notes: Sequence[str] = (),
+    predictions: pd.DataFrame | None = None,
 ) -> Path:
     """Write `index.html`, `results.md` and the figures into `out_dir`; return the HTML path.
 
     `notes` are caveats the caller knows and the results table does not (for
     example a split that fell back to cell-level folds); they are shown first.
+    `predictions` (run_id, label, prob_sensitive of held-out cells) give the ROC
+    and precision-recall curves.
     """
     from scdrugmap import __version__
 
@@ -168,8 +216,11 @@ def write_report(
     metrics = DEFAULT_METRICS
     pooled = summarise(results, "pooled")
     per_dataset = summarise(results, "dataset")
+    curves = _curve_rows(results, predictions)
     figures = (
-        _figures(results, pooled, out_dir) if not pooled.empty or not per_dataset.empty else []
+        _figures(results, pooled, out_dir, curves)
+        if not pooled.empty or not per_dataset.empty
+        else []
     )
     reasons = _nan_reasons(results)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -200,6 +251,19 @@ def write_report(
         sections.append(
             f'<figure><img src="{_e(name)}" alt="{_e(caption)}">'
             f'<figcaption>{_e(caption)} <a href="{_e(svg)}">SVG</a></figcaption></figure>'
+        )
+    versus = frozen_vs_lora(pooled)
+    if not versus.empty:
+        head = "".join(f"<th>{_e(c)}</th>" for c in versus.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>"
+            for row in versus.itertuples(False)
+        )
+        sections.append(
+            "<h2>Frozen embeddings vs LoRA fine-tuning</h2>\n<p>F1 of the sensitive class, "
+            "mean over folds: the best classifier on the frozen embedding beside the "
+            "fine-tuned model.</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
         )
     if not per_dataset.empty:
         sections.append(

@@ -512,7 +512,13 @@ class Store:
                 if r.run_id in set(results["run_id"]) and isinstance(r.note, str) and r.note
             }
         )
-        return write_report(results, Path(out_dir), notes=notes)
+        run_ids = sorted(set(results["run_id"]))
+        predictions = self.query(
+            "SELECT run_id, label, prob_sensitive FROM predictions "
+            "WHERE run_id IN (SELECT unnest(?)) AND label IS NOT NULL",
+            [run_ids],
+        )
+        return write_report(results, Path(out_dir), notes=notes, predictions=predictions)
 
 
 def _plain(attrs: dict) -> dict:
