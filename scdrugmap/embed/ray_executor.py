@@ -13,6 +13,7 @@ Ray is an optional extra (`pip install scdrugmap[ray]`).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,37 +116,35 @@ def run_embedding_ray(
     show_progress: bool = False,
 ) -> EmbedSummary:
     """Run a checked `EmbedPlan` on Ray actors; the driver records the finished arrays."""
-    import time
-
     summary = plan.summary
-    if not any(len(chunks) for _, _, chunks in plan.todo):
-        for target, array, _ in plan.todo:
-            finish_target(plan, catalog, target, array)
-        return summary
-    ray = start_ray(address)
-    actors = _actors(ray, recipe, workers)
-    summary.device = f"ray ({len(actors)} workers, {recipe.device})"
-    pending = {}
-    for target, array, chunks in plan.todo:
-        known = ray.put(plan.known[target.dataset_id])
-        for chunk in chunks:
-            start, stop = array.chunk_bounds(int(chunk))
-            actor = actors[len(pending) % len(actors)]
-            ref = actor.embed_chunk.remote(
-                str(target.reader.path), str(array.path), known, int(chunk), start, stop
+    work = [
+        (target, array, int(chunk), *array.chunk_bounds(int(chunk)))
+        for target, array, chunks in plan.todo
+        for chunk in chunks
+    ]
+    if work:
+        ray = start_ray(address)
+        actors = _actors(ray, recipe, workers)
+        summary.device = f"ray ({len(actors)} workers, {recipe.device})"
+        known = {t.dataset_id: ray.put(plan.known[t.dataset_id]) for t, _, _ in plan.todo}
+        pending = [
+            actors[i % len(actors)].embed_chunk.remote(
+                str(target.reader.path), str(array.path), known[target.dataset_id], *bounds
             )
-            pending[ref] = target.dataset_id
-    with progress_bar(show_progress, plan.total_cells, f"embedding with {recipe.model}") as advance:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            n_cells = ray.get(done[0])
-            del pending[done[0]]
-            summary.cells_embedded += n_cells
-            summary.chunks_written += 1
-            advance(n_cells)
+            for i, (target, array, *bounds) in enumerate(work)
+        ]
+        with progress_bar(
+            show_progress, plan.total_cells, f"embedding with {recipe.model}"
+        ) as advance:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                n_cells = ray.get(done[0])
+                summary.cells_embedded += n_cells
+                summary.chunks_written += 1
+                advance(n_cells)
+        for actor in actors:
+            ray.kill(actor)
     for target, array, _ in plan.todo:
         finish_target(plan, catalog, target, array)
-    for actor in actors:
-        ray.kill(actor)
     summary.seconds = time.perf_counter() - plan.started
     return summary

@@ -156,11 +156,13 @@ def _open_or_create(
     return EmbeddingArray(target.path)
 
 
-def _record(catalog: Path, array: EmbeddingArray, dataset_id: str) -> None:
-    """Mirror an array's state into the catalog (idempotent upsert)."""
+def _record(catalog: Path, array: EmbeddingArray, dataset_id: str) -> int:
+    """Mirror an array's state into the catalog (idempotent upsert); once it is complete,
+    its failures too. Returns the number of failed cells (0 while incomplete)."""
     attrs = array.attrs
     done = array.done_chunks()
     complete = bool(done.all())
+    cell_coverage = array.read_coverage() if complete else None
     row = pd.DataFrame(
         [
             {
@@ -178,7 +180,7 @@ def _record(catalog: Path, array: EmbeddingArray, dataset_id: str) -> None:
                 "settings_hash": attrs["settings_hash"],
                 "settings": canonical_json(attrs.get("settings", {})),
                 "versions": canonical_json(attrs.get("versions", {})),
-                "mean_coverage": float(np.mean(array.read_coverage())) if complete else None,
+                "mean_coverage": float(np.mean(cell_coverage)) if complete else None,
                 "created_at": pd.Timestamp(attrs["created_at"]),
                 "completed_at": utc_now() if complete else None,
             }
@@ -191,10 +193,11 @@ def _record(catalog: Path, array: EmbeddingArray, dataset_id: str) -> None:
         )
         con.execute("INSERT INTO embeddings BY NAME SELECT * FROM incoming")
         if complete:
-            _record_failures(con, attrs["key"], dataset_id, array.read_coverage())
+            return _record_failures(con, attrs["key"], dataset_id, cell_coverage)
+    return 0
 
 
-def _record_failures(con, key: str, dataset_id: str, cell_coverage: np.ndarray) -> None:
+def _record_failures(con, key: str, dataset_id: str, cell_coverage: np.ndarray) -> int:
     """Cells the model saw nothing of (no expressed gene it knows), with the reason, in the
     `failures` table: their rows hold no information about the cell, and a user must be
     able to find and leave them out."""
@@ -207,6 +210,7 @@ def _record_failures(con, key: str, dataset_id: str, cell_coverage: np.ndarray) 
         "FROM failed f LEFT JOIN cells c ON c.dataset_id = ? AND c.cell_index = f.cell_index",
         [key, dataset_id, NO_GENES, NO_KNOWN_GENES, dataset_id],
     )
+    return len(failed)
 
 
 def _cells_in(array: EmbeddingArray, chunks: np.ndarray) -> int:
@@ -263,8 +267,7 @@ def plan_embedding(
 
 def finish_target(plan: EmbedPlan, catalog: Path, target: EmbedTarget, array) -> None:
     """Mirror a target's finished array into the catalog (the driver's job alone)."""
-    _record(catalog, array, target.dataset_id)
-    plan.summary.failures += int((array.read_coverage() == 0).sum())
+    plan.summary.failures += _record(catalog, array, target.dataset_id)
 
 
 def run_embedding(
