@@ -71,10 +71,10 @@ class CellSource:
     def embed(self, embedder: Embedder, positions: np.ndarray) -> np.ndarray:
         """(len(positions), dim) embeddings, rows in the order of `positions`."""
         out = np.zeros((len(positions), int(embedder.dim)), dtype=np.float32)
-        where = {int(p): i for i, p in enumerate(positions)}
+        by_position = np.argsort(positions, kind="stable")
         for group, blocks in self._embedding_groups(positions, embedder):
             counts, genes, ordered = self.counts(group)  # already in row order
             extra = {} if blocks is None else {"blocks": blocks}
             values = embedder.embed(embedder.tokenize(counts, genes, **extra))
-            out[[where[int(p)] for p in ordered]] = values
+            out[by_position[np.searchsorted(positions[by_position], ordered)]] = values
         return out

@@ -202,6 +202,9 @@ def finetune(store, request: FinetuneRequest, show_progress: bool = False) -> Ru
     work = store.path / "finetune" / run_hash
     params["work_dir"] = str(work.relative_to(store.path))
     run_id = f"ft-{utc_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    fold_keys = ("weights_sha256", "model_settings", "lora", "lora_modules", "train")
+    shared = {"base_model": request.model, "selection": request.where}
+    shared |= {k: params[k] for k in fold_keys}
     results, predictions = [], []
     for fold in plan.folds:
         folder = work / f"fold{fold.index}"
@@ -216,15 +219,9 @@ def finetune(store, request: FinetuneRequest, show_progress: bool = False) -> Ru
             )
             prob = predict(embedder, head, source, fold.test)
             record = {
-                "base_model": request.model,
-                "weights_sha256": provenance.get("weights_sha256"),
-                "model_settings": provenance.get("settings", {}),
-                "lora": lora.as_dict(),
-                "lora_modules": modules,
-                "train": request.train.as_dict(),
+                **shared,
                 "fold": fold.index,
                 "fold_name": fold.name,
-                "selection": request.where,
                 "best_epoch": state.best_epoch,
                 "history": state.history,
                 "n_trained_cells": len(fold.train),

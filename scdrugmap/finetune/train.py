@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from scdrugmap.embed.protocol import CellBlockEmbedder, TrainableEmbedder
+from scdrugmap.embed.torch_runtime import to_device
 from scdrugmap.finetune.cells import CellSource
 from scdrugmap.finetune.head import ResponseHead
 from scdrugmap.finetune.lora import GradientWatch, adapter_parameters
@@ -110,7 +111,7 @@ def predict(
     """P(sensitive) for the cells, through the adapted model in eval mode."""
     embedder.model.eval()
     head.eval()
-    embeddings = torch.from_numpy(source.embed(embedder, positions)).to(embedder.device)
+    embeddings = to_device(source.embed(embedder, positions), embedder.device)
     with torch.no_grad():
         return torch.softmax(head(embeddings), dim=-1)[:, 1].cpu().numpy()
 
@@ -140,7 +141,7 @@ def train_fold(
         head = ResponseHead(int(embedder.dim)).to(device)
     sample = np.random.default_rng(settings.seed).permutation(train)[:STANDARDISE_CELLS]
     embedder.model.eval()
-    head.standardise_with(torch.from_numpy(source.embed(embedder, sample)).to(device))
+    head.standardise_with(to_device(source.embed(embedder, sample), device))
     parameters = [*adapter_parameters(model).values(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr)
     precision = embedder.settings.get("precision", "float32")
