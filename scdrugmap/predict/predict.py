@@ -32,6 +32,7 @@ MIN_COVERAGE = 0.5
 @dataclass
 class Predictions:
     predictor: str
+    embedding: str
     dataset_id: str
     cells: pd.DataFrame
     samples: pd.DataFrame
@@ -108,7 +109,7 @@ def predict_files(
         prob_sensitive=prob.astype(np.float32),
         call=np.where(prob >= 0.5, "sensitive", "resistant"),
     )
-    return Predictions(predictor, dataset_id, cells, per_sample(cells))
+    return Predictions(predictor, key, dataset_id, cells, per_sample(cells))
 
 
 def write_predictions(store, result: Predictions, out: str | os.PathLike) -> list[Path]:
@@ -125,8 +126,7 @@ def write_predictions(store, result: Predictions, out: str | os.PathLike) -> lis
         return [out, samples]
     import anndata as ad
 
-    record, _ = load_predictor(store, result.predictor)
-    key = record["embedding"]["key"]
+    key = result.embedding
     reader = store.reader(result.dataset_id)
     obs = result.cells.set_index("barcode")
     obs.index = obs.index.astype(str)

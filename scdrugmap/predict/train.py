@@ -33,8 +33,11 @@ def predictor_path(store, name: str) -> Path:
 
 
 def _embedding_provenance(store, key: str) -> dict:
-    frame = store.embeddings()
-    rows = frame[frame["key"] == key] if not frame.empty else frame
+    rows = store.query(
+        "SELECT dataset_id, model, weights_sha256, settings_hash, settings FROM embeddings "
+        "WHERE key = ?",
+        [key],
+    )
     if rows.empty:
         raise StoreError(f"no embedding {key!r}; embed the data sets first")
     first = rows.iloc[0]

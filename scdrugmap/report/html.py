@@ -69,6 +69,16 @@ def _best_cells(summary: pd.DataFrame, metrics: Sequence[str]) -> set[tuple[obje
     return best
 
 
+def _plain_table(frame: pd.DataFrame) -> str:
+    """A frame as an HTML table, every value escaped."""
+    head = "".join(f"<th>{_e(c)}</th>" for c in frame.columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(False)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
 def _html_table(summary: pd.DataFrame, metrics: Sequence[str], caption: str) -> str:
     table = table_from_summary(summary, metrics)
     best = _best_cells(summary, metrics)
@@ -254,16 +264,10 @@ def write_report(
         )
     versus = frozen_vs_lora(pooled)
     if not versus.empty:
-        head = "".join(f"<th>{_e(c)}</th>" for c in versus.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>"
-            for row in versus.itertuples(False)
-        )
         sections.append(
             "<h2>Frozen embeddings vs LoRA fine-tuning</h2>\n<p>F1 of the sensitive class, "
             "mean over folds: the best classifier on the frozen embedding beside the "
-            "fine-tuned model.</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            "fine-tuned model.</p>" + _plain_table(versus)
         )
     if not per_dataset.empty:
         sections.append(
@@ -280,15 +284,9 @@ def write_report(
     if reasons.empty:
         sections.append("<p>Every metric was defined in every fold.</p>")
     else:
-        head = "".join(f"<th>{_e(c)}</th>" for c in reasons.columns)
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>"
-            for row in reasons.itertuples(False)
-        )
         sections.append(
             "<p>Metrics that are undefined for a fold are NaN, never 0, and are left out "
-            "of the means.</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+            "of the means.</p>" + _plain_table(reasons)
         )
 
     page = (
