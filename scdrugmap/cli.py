@@ -541,7 +541,7 @@ def sql(ctx, query: str, limit: int | None, as_json: bool) -> None:
     """Run a read-only SQL QUERY over the catalog.
 
     Tables: datasets, cells, embeddings, failures (cells an embedding saw nothing
-    of), splits, runs, results, predictions, zeroshot_failures;
+    of), splits, runs, results, predictions, predictors, zeroshot_failures;
     view cell_meta (cells joined with their data set's metadata). Statements
     that write are refused.
 
