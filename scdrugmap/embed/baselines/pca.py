@@ -31,7 +31,10 @@ class PCAEmbedder(FittedBaseline):
         super().__init__(fit, weights_sha256)
         self.mean = fit.arrays["mean"].astype(np.float32)
         self.scale = fit.arrays["scale"].astype(np.float32)
-        self.components = fit.arrays["components"].astype(np.float32)
+        # Projected in float64 and rounded once to float32: a float32 product's last bits
+        # depend on how many rows BLAS gets at once, and an embedding must not depend on
+        # the chunk size.
+        self.components = fit.arrays["components"].astype(np.float64)
         self.dim = self.components.shape[0]
 
     @classmethod
@@ -59,4 +62,4 @@ class PCAEmbedder(FittedBaseline):
         return (self.expression(counts, genes) - self.mean) / self.scale
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        return (batch @ self.components.T).astype(np.float32)
+        return (batch.astype(np.float64) @ self.components.T).astype(np.float32)
