@@ -63,3 +63,35 @@ def test_where_cannot_smuggle_a_second_statement(store: Store) -> None:
     with pytest.raises(InputError):
         store.cells("1=1; DROP TABLE cells")
     assert len(store.cells()) == 40
+
+
+def test_a_query_past_its_time_limit_is_stopped(store: Store) -> None:
+    with pytest.raises(InputError, match=r"time limit of 0\.3 s"):
+        store.sql("SELECT count(*) FROM range(100000000000) a, range(100) b", seconds=0.3)
+    assert store.sql("SELECT 42 AS answer", seconds=0.3)["answer"].tolist() == [42]
+
+
+def test_threads_read_while_another_writes(store: Store) -> None:
+    """DuckDB refuses a read-only and a writing connection to one file in one process at
+    once; the catalog's process lock makes threads (the service's) take turns instead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scdrugmap.store.catalog import connect
+
+    def write(i: int) -> None:
+        with connect(store.catalog_path, write=True) as con:
+            con.execute("CREATE TABLE IF NOT EXISTS scratch (i INT)")
+            con.execute("INSERT INTO scratch VALUES (?)", [i])
+
+    def read(_: int) -> int:
+        return len(store.sql("SELECT * FROM cells"))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        writes = [pool.submit(write, i) for i in range(20)]
+        reads = [pool.submit(read, i) for i in range(40)]
+        assert [r.result() for r in reads] == [40] * 40
+        for w in writes:
+            w.result()
+    assert len(store.sql("SELECT * FROM scratch")) == 20
+    with connect(store.catalog_path, write=True) as con:
+        con.execute("DROP TABLE scratch")

@@ -4,10 +4,16 @@ DuckDB admits one writing process per file, and a reader cannot attach while a
 writer holds the file. Every operation therefore opens the catalog for as short
 a time as it can and retries briefly when another scdrugmap process holds the
 lock, so a long `embed` never blocks a `sql` from another terminal for long.
+
+Within one process DuckDB refuses a read-only and a writing connection to the
+same file at once, so threads of one process (the HTTP service answering
+queries while a prediction job writes) take turns: a connection holds its
+catalog's process-wide lock while it is open.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -151,6 +157,13 @@ CREATE OR REPLACE VIEW cell_meta AS
 """
 
 _LOCK_RETRY_SECONDS = 30.0
+_OPEN_IN_PROCESS: dict[Path, threading.RLock] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _process_lock(path: Path) -> threading.RLock:
+    with _REGISTRY_LOCK:
+        return _OPEN_IN_PROCESS.setdefault(path.resolve(), threading.RLock())
 
 
 def _is_lock_error(error: duckdb.Error) -> bool:
@@ -165,6 +178,12 @@ def connect(path: Path, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConne
         raise StoreError(f"{path.parent}: no scdrugmap store here; ingest a data set first")
     if write:
         path.parent.mkdir(parents=True, exist_ok=True)
+    with _process_lock(path), _open(path, write) as con:
+        yield con
+
+
+@contextmanager
+def _open(path: Path, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
     deadline = time.monotonic() + _LOCK_RETRY_SECONDS
     while True:
         try:

@@ -358,10 +358,12 @@ class Store:
             f"SELECT {', '.join(columns)} FROM cell_meta {clause} ORDER BY dataset_id, cell_index",
         )
 
-    def sql(self, query: str, limit: int | None = None) -> pd.DataFrame:
-        """Run a read-only query; statements that write are refused."""
+    def sql(
+        self, query: str, limit: int | None = None, seconds: float | None = None
+    ) -> pd.DataFrame:
+        """Run a read-only query (stopped after `seconds`); statements that write are refused."""
         self._require()
-        return run_query(self.catalog_path, query, limit)
+        return run_query(self.catalog_path, query, limit, seconds)
 
     # evaluation ---------------------------------------------------------------
 
