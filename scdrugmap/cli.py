@@ -682,13 +682,24 @@ _HEADLINE = ("f1_sensitive", "auroc", "balanced_accuracy")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the calls: .csv or .h5ad.")
 @click.option("--dataset", "dataset_id", help="Id of the new data set (default: a dated one).")
 @click.option("--sample", "samples", multiple=True, help="Sample name per file, in file order.")
+@click.option("--sample-column", help="Per-cell column holding sample names (h5ad obs, table).")
 @_CHECKPOINT_OPTION
 @_DEVICE_OPTION
 @_PARAM_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the per-sample summary as JSON.")
 @click.pass_context
 def predict(
-    ctx, predictor, files, out, dataset_id, samples, checkpoint, device, params, as_json
+    ctx,
+    predictor,
+    files,
+    out,
+    dataset_id,
+    samples,
+    sample_column,
+    checkpoint,
+    device,
+    params,
+    as_json,
 ) -> None:
     """Predict drug response for the cells in FILES with a kept predictor.
 
@@ -705,6 +716,7 @@ def predict(
         files,
         dataset_id=dataset_id,
         samples=list(samples),
+        sample_column=sample_column,
         checkpoint=checkpoint,
         device=device,
         options=_parse_params(params),
@@ -918,6 +930,68 @@ def export(ctx, embedding: str, dataset_id: str, out: Path) -> None:
     """
     path = _store(ctx).export(embedding, dataset_id, out)
     click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--token",
+    envvar="SCDRUGMAP_TOKEN",
+    help="Secret every request must carry ($SCDRUGMAP_TOKEN); required off 127.0.0.1.",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2048,
+    show_default=True,
+    help="Largest file a user may upload.",
+)
+@click.option(
+    "--sql-rows",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Most rows one SQL request returns.",
+)
+@click.option(
+    "--sql-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Time limit of one SQL request.",
+)
+@_DEVICE_OPTION
+@click.pass_context
+def serve(ctx, host, port, token, max_upload_mb, sql_rows, sql_seconds, device) -> None:
+    """Serve the store over HTTP: a web page and an API (OpenAPI at /api/openapi.json).
+
+    A user uploads cells (h5ad, 10x .h5 or a table), picks a predictor kept by
+    `scdrugmap train` and watches per-cell calls, a map of the cells and
+    per-sample histograms appear. The API also lists data sets, embeddings,
+    predictors, runs and results, and answers read-only SQL.
+
+    Binds 127.0.0.1 by default. Any other address needs --token; the page is
+    then opened as http://HOST:PORT/?token=TOKEN and API clients send
+    'Authorization: Bearer TOKEN'.
+    """
+    from scdrugmap.serve.app import serve as run_server
+    from scdrugmap.serve.settings import ServeSettings
+
+    settings = ServeSettings(
+        host=host,
+        port=port,
+        token=token or None,
+        max_upload_bytes=int(max_upload_mb * 1024**2),
+        sql_max_rows=sql_rows,
+        sql_seconds=sql_seconds,
+        device=device,
+    ).check()
+    store = _store(ctx)
+    shown = f"[{host}]" if ":" in host else host
+    suffix = "/?token=<token>" if token else "/"
+    click.echo(f"scdrugmap: serving {store.path} at http://{shown}:{port}{suffix} (Ctrl-C stops)")
+    run_server(store, settings)
 
 
 @main.command()

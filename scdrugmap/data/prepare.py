@@ -212,11 +212,11 @@ def _samples(table: SourceTable, i: int, n_files: int, options: IngestOptions) -
                 "give every cell a sample name",
             )
         return values.to_numpy(dtype=object)
-    name = _file_stem(table.path) if n_files > 1 else options.dataset_id
+    name = file_stem(table.path) if n_files > 1 else options.dataset_id
     return np.full(n_cells, name, dtype=object)
 
 
-def _file_stem(path: Path) -> str:
+def file_stem(path: Path) -> str:
     """Day11_control.txt.gz -> Day11_control; a 10x matrix file -> its directory's name."""
     name = path.name
     while name.lower().endswith(_FILE_SUFFIXES):

@@ -89,6 +89,15 @@ def _check_compatible(embedder: Embedder, target: EmbedTarget) -> None:
         )
 
 
+class LowCoverageError(InputError):
+    """A data set shares too few genes with the model; `finding` says how few, so a caller
+    with its own remedy (prediction has no --min-coverage) can word the error itself."""
+
+    def __init__(self, message: str, finding: str) -> None:
+        super().__init__(message)
+        self.finding = finding
+
+
 def _check_coverage(
     embedder: Embedder, target: EmbedTarget, known: np.ndarray, min_coverage: float | None
 ) -> None:
@@ -105,10 +114,13 @@ def _check_coverage(
     mean = float(coverage(sample, known).mean())
     if mean < min_coverage:
         hint = getattr(embedder, "gene_id_hint", f"{embedder.name} does not know these genes")
-        raise InputError(
-            f"data set {target.dataset_id!r}: only {mean:.0%} of expressed genes are in the "
-            f"{embedder.name} vocabulary (data uses {target.gene_id_type or 'unknown'} "
-            f"identifiers; {hint}); pass --min-coverage 0 to embed anyway"
+        finding = (
+            f"only {mean:.0%} of expressed genes are in the {embedder.name} vocabulary (data "
+            f"uses {target.gene_id_type or 'unknown'} identifiers; {hint})"
+        )
+        raise LowCoverageError(
+            f"data set {target.dataset_id!r}: {finding}; pass --min-coverage 0 to embed anyway",
+            finding,
         )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from scdrugmap.embed.provenance import settings_hash, utc_now
+from scdrugmap.embed.runner import LowCoverageError
 from scdrugmap.errors import InputError
 from scdrugmap.predict.train import load_predictor
 
@@ -75,6 +76,7 @@ def predict_files(
     *,
     dataset_id: str | None = None,
     samples: list[str] | None = None,
+    sample_column: str | None = None,
     checkpoint=None,
     device: str = "auto",
     options: dict | None = None,
@@ -86,7 +88,9 @@ def predict_files(
     record, model = load_predictor(store, predictor)
     embedder = _embedder_as_trained(store, record, checkpoint, device, options or {})
     dataset_id = check_key(dataset_id or f"{predictor}-{utc_now():%Y%m%d-%H%M%S}", "data set id")
-    store.ingest(files, IngestOptions(dataset_id, samples=list(samples or [])))
+    store.ingest(
+        files, IngestOptions(dataset_id, samples=list(samples or []), sample_column=sample_column)
+    )
     key = record["embedding"]["key"]
     try:
         store.embed_with(
@@ -96,6 +100,12 @@ def predict_files(
             min_coverage=MIN_COVERAGE,
             show_progress=show_progress,
         )
+    except LowCoverageError as error:
+        store.drop_dataset(dataset_id)
+        raise InputError(
+            f"{', '.join(map(str, files))}: {error.finding}; a call from so few known genes "
+            "would not be trustworthy, so none is made"
+        ) from error
     except BaseException:
         store.drop_dataset(dataset_id)
         raise
