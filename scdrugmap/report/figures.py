@@ -15,12 +15,19 @@ import pandas as pd
 
 from scdrugmap.report.tables import CONFIG, METRIC_LABELS
 
-__all__ = ["plot_f1_bars", "plot_metric_heatmap"]
+__all__ = [
+    "new_figure",
+    "plain_label",
+    "plot_f1_bars",
+    "plot_metric_heatmap",
+    "plot_roc_pr",
+    "save_figure",
+]
 
 _UNDEFINED = "n/a"
 
 
-def _plain(label: object, limit: int = 32) -> str:
+def plain_label(label: object, limit: int = 32) -> str:
     """A name as short literal text: a '$' in a model name must not switch on mathtext.
 
     Long names are cut (the tables carry them in full) so they cannot squeeze the plot away.
@@ -31,7 +38,7 @@ def _plain(label: object, limit: int = 32) -> str:
     return text.replace("$", r"\$")
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -40,7 +47,7 @@ def _new_figure(width: float, height: float):
     return figure
 
 
-def _save(figure, path: Path) -> Path:
+def save_figure(figure, path: Path) -> Path:
     png = Path(path).with_suffix(".png")
     png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(png, dpi=150, format="png")
@@ -75,7 +82,7 @@ def plot_f1_bars(summary: pd.DataFrame, path: Path, metric: str = "f1_sensitive"
     label = METRIC_LABELS.get(metric, metric)
 
     width = min(4.0 + 0.45 * len(embeddings) * len(classifiers), 14.0) * len(splits) ** 0.5
-    figure = _new_figure(max(width, 6.5), 4.2)
+    figure = new_figure(max(width, 6.5), 4.2)
     axes = figure.subplots(1, len(splits), sharey=True, squeeze=False)[0]
     colours = _palette(len(classifiers))
     group_width = min(0.8, 0.3 * len(classifiers))
@@ -97,7 +104,7 @@ def plot_f1_bars(summary: pd.DataFrame, path: Path, metric: str = "f1_sensitive"
                 color=colour,
                 edgecolor="white",
                 linewidth=0.5,
-                label=_plain(classifier),
+                label=plain_label(classifier),
                 error_kw={"elinewidth": 0.9, "ecolor": "#333333"},
             )
             present = rows.index.intersection(keys)
@@ -107,8 +114,8 @@ def plot_f1_bars(summary: pd.DataFrame, path: Path, metric: str = "f1_sensitive"
                         offset, 0.02, _UNDEFINED, ha="center", va="bottom", fontsize=8,
                         rotation=90, color="#444444",
                     )  # fmt: skip
-        ax.set_title(_plain(f"split: {split}", 60), fontsize=10)
-        ax.set_xticks(x, [_plain(e) for e in embeddings])
+        ax.set_title(plain_label(f"split: {split}", 60), fontsize=10)
+        ax.set_xticks(x, [plain_label(e) for e in embeddings])
         if sum(min(len(e), 32) for e in embeddings) > 40:
             ax.tick_params(axis="x", labelrotation=30)
             for tick in ax.get_xticklabels():
@@ -123,7 +130,7 @@ def plot_f1_bars(summary: pd.DataFrame, path: Path, metric: str = "f1_sensitive"
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, title="classifier", loc="outside right upper", frameon=False)
     figure.suptitle(f"{label}: mean ± s.e.m. over folds", fontsize=11)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_metric_heatmap(
@@ -155,7 +162,7 @@ def plot_metric_heatmap(
     label = METRIC_LABELS.get(metric, metric)
 
     panel_width = 1.0 + 0.8 * len(datasets) + 0.07 * max(min(len(r), 32) for r in row_names)
-    figure = _new_figure(panel_width * len(splits) + 1.2, max(3.4, 1.6 + 0.38 * len(row_names)))
+    figure = new_figure(panel_width * len(splits) + 1.2, max(3.4, 1.6 + 0.38 * len(row_names)))
     axes = figure.subplots(1, len(splits), sharey=True, squeeze=False)[0]
     cmap = colormaps["viridis"].with_extremes(bad="#d9d9d9")
     image = None
@@ -171,14 +178,16 @@ def plot_metric_heatmap(
             text = _UNDEFINED if np.isnan(value) else f"{value:.2f}"
             colour = "black" if np.isnan(value) or value > 0.6 else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color=colour)
-        ax.set_xticks(range(len(datasets)), [_plain(d) for d in datasets], rotation=30, ha="right")
-        ax.set_yticks(range(len(row_names)), [_plain(r) for r in row_names])
-        ax.set_title(_plain(f"split: {split}", 60), fontsize=10)
+        ax.set_xticks(
+            range(len(datasets)), [plain_label(d) for d in datasets], rotation=30, ha="right"
+        )
+        ax.set_yticks(range(len(row_names)), [plain_label(r) for r in row_names])
+        ax.set_title(plain_label(f"split: {split}", 60), fontsize=10)
         ax.set_xlabel("data set")
     axes[0].set_ylabel("embedding / classifier" if several else "embedding")
     figure.colorbar(image, ax=list(axes), label=label, shrink=0.9)
     figure.suptitle(f"{label} per data set: mean over folds", fontsize=11)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_roc_pr(curves: pd.DataFrame, path: Path) -> Path | None:
@@ -194,7 +203,7 @@ def plot_roc_pr(curves: pd.DataFrame, path: Path) -> Path | None:
     if curves.empty:
         return None
     splits = sorted(curves["split"].unique())
-    figure = _new_figure(9.0, 3.8 * len(splits))
+    figure = new_figure(9.0, 3.8 * len(splits))
     axes = figure.subplots(len(splits), 2, squeeze=False)
     for (roc_ax, pr_ax), split in zip(axes, splits, strict=True):
         mine = curves[curves["split"] == split]
@@ -206,17 +215,17 @@ def plot_roc_pr(curves: pd.DataFrame, path: Path) -> Path | None:
                 continue
             fpr, tpr, _ = roc_curve(y, p)
             area = auc(fpr, tpr)
-            roc_ax.plot(fpr, tpr, color=colour, label=_plain(f"{name} ({area:.2f})", 48))
+            roc_ax.plot(fpr, tpr, color=colour, label=plain_label(f"{name} ({area:.2f})", 48))
             precision, recall, _ = precision_recall_curve(y, p)
             ap = average_precision_score(y, p)
-            pr_ax.plot(recall, precision, color=colour, label=_plain(f"{name} ({ap:.2f})", 48))
+            pr_ax.plot(recall, precision, color=colour, label=plain_label(f"{name} ({ap:.2f})", 48))
         roc_ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
         roc_ax.set(xlabel="false positive rate", ylabel="true positive rate")
-        roc_ax.set_title(_plain(f"ROC, split: {split}", 60), fontsize=10)
+        roc_ax.set_title(plain_label(f"ROC, split: {split}", 60), fontsize=10)
         pr_ax.set(xlabel="recall (sensitive)", ylabel="precision (sensitive)", ylim=(0, 1.02))
-        pr_ax.set_title(_plain(f"precision-recall, split: {split}", 60), fontsize=10)
+        pr_ax.set_title(plain_label(f"precision-recall, split: {split}", 60), fontsize=10)
         for ax in (roc_ax, pr_ax):
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="lower right" if ax is roc_ax else "lower left")
     figure.suptitle("Held-out cells, all folds pooled", fontsize=11)
-    return _save(figure, path)
+    return save_figure(figure, path)
