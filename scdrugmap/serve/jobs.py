@@ -1,0 +1,182 @@
+"""Prediction jobs: queued, run one at a time in a worker thread, watched by polling.
+
+One at a time because embedding already uses every core (or the GPU); a second
+job waits its turn instead of halving both. A job ingests the upload as a data
+set of its own, embeds and classifies it (`predict_files`), then draws its
+figures. Its upload is deleted once ingested. When it fails, its data set,
+upload and folder are removed, so the store is as it was, and the job keeps
+the one-line message `ingest` would have printed for the same file.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scdrugmap.data.prepare import file_stem
+from scdrugmap.embed.provenance import utc_now
+from scdrugmap.errors import ScdrugmapError
+from scdrugmap.predict.predict import predict_files
+from scdrugmap.progress import progress_to
+from scdrugmap.serve.job_outputs import JobOutputs, write_outputs
+
+log = logging.getLogger("scdrugmap.serve")
+
+STATES = ("queued", "running", "done", "failed")
+
+
+@dataclass
+class Job:
+    id: str
+    predictor: str
+    filename: str
+    sample: str | None = None
+    sample_column: str | None = None
+    state: str = "queued"
+    stage: str = "waiting for the jobs before it"
+    done: int = 0
+    total: int = 0
+    error: str | None = None
+    created_at: str = field(default_factory=lambda: utc_now().isoformat())
+    finished_at: str | None = None
+    outputs: JobOutputs | None = None
+
+    @property
+    def dataset_id(self) -> str:
+        return f"upload-{self.id}"
+
+    def public(self) -> dict:
+        """What the API shows of the job."""
+        summary = {
+            "id": self.id,
+            "predictor": self.predictor,
+            "filename": self.filename,
+            "state": self.state,
+            "stage": self.stage,
+            "done": self.done,
+            "total": self.total,
+            "fraction": round(self.done / self.total, 4) if self.total else None,
+            "error": self.error,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
+        if self.outputs is not None:
+            summary.update(
+                dataset_id=self.dataset_id,
+                n_cells=len(self.outputs.cells),
+                n_samples=len(self.outputs.samples),
+            )
+        return summary
+
+
+class JobQueue:
+    """The server's jobs, by id, and the one worker thread that runs them."""
+
+    def __init__(self, store, work_dir: Path, device: str) -> None:
+        self.store = store
+        self.work_dir = work_dir
+        self.device = device
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scdrugmap-job")
+
+    def new_job(self, predictor: str, filename: str, sample: str | None, column: str | None):
+        job = Job(secrets.token_hex(6), predictor, filename, sample or None, column or None)
+        with self._lock:
+            self._jobs[job.id] = job
+        return job
+
+    def upload_path(self, job: Job) -> Path:
+        return self.work_dir / "uploads" / job.id / job.filename
+
+    def output_dir(self, job: Job) -> Path:
+        return self.work_dir / "jobs" / job.id
+
+    def start(self, job: Job) -> None:
+        self._worker.submit(self._run, job)
+
+    def discard(self, job: Job) -> None:
+        """Forget a job whose upload never completed, and its partial file."""
+        with self._lock:
+            self._jobs.pop(job.id, None)
+        self._remove(self.upload_path(job).parent)
+
+    def _remove(self, folder: Path) -> None:
+        """Delete a job's folder, and the server's folders above it once they are empty,
+        so a job that failed leaves no trace in the store."""
+        shutil.rmtree(folder, ignore_errors=True)
+        for parent in (folder.parent, self.work_dir):
+            try:
+                parent.rmdir()
+            except OSError:
+                return
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def all(self) -> list[Job]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.created_at, reverse=True)
+
+    def shutdown(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+    def _progress(self, job: Job):
+        def listen(description: str, done: int, total: int, status: str) -> None:
+            job.stage, job.done, job.total = description, done, total
+
+        return listen
+
+    def _run(self, job: Job) -> None:
+        upload = self.upload_path(job)
+        job.state, job.stage = "running", "reading and checking the file"
+        try:
+            with progress_to(self._progress(job)):
+                result = predict_files(
+                    self.store,
+                    job.predictor,
+                    [upload],
+                    dataset_id=job.dataset_id,
+                    samples=_samples(job),
+                    sample_column=job.sample_column,
+                    device=self.device,
+                )
+            job.stage = "drawing the map and histograms"
+            outputs = write_outputs(self.store, result, self.output_dir(job))
+        except BaseException as error:
+            self._remove(upload.parent)
+            self._fail(job, error)
+            return
+        self._remove(upload.parent)
+        # The state changes last, so whoever sees "done" finds everything in place.
+        job.outputs, job.finished_at = outputs, utc_now().isoformat()
+        job.state, job.stage = "done", "done"
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        if isinstance(error, ScdrugmapError):
+            # The message names the file as the user gave it, not where the server kept it.
+            job.error = str(error).replace(f"{self.upload_path(job).parent}/", "")
+        else:
+            log.exception("job %s failed", job.id)
+            job.error = f"internal error ({type(error).__name__}: {error}); see the server log"
+        self._remove(self.output_dir(job))
+        if job.dataset_id in self.store.dataset_ids():
+            self.store.drop_dataset(job.dataset_id)
+        job.finished_at = utc_now().isoformat()
+        job.state, job.stage = "failed", "failed"
+        if not isinstance(error, Exception):
+            raise error
+
+
+def _samples(job: Job) -> list[str]:
+    """The sample name the page gave, else the file's name without its suffixes (as
+    `ingest` names the samples of several files); none when a column names them."""
+    if job.sample_column:
+        return []
+    return [job.sample or file_stem(Path(job.filename))]
