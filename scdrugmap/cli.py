@@ -934,7 +934,13 @@ def export(ctx, embedding: str, dataset_id: str, out: Path) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on.",
+)
 @click.option(
     "--token",
     envvar="SCDRUGMAP_TOKEN",
@@ -991,6 +997,11 @@ def serve(ctx, host, port, token, max_upload_mb, sql_rows, sql_seconds, device) 
     shown = f"[{host}]" if ":" in host else host
     suffix = "/?token=<token>" if token else "/"
     click.echo(f"scdrugmap: serving {store.path} at http://{shown}:{port}{suffix} (Ctrl-C stops)")
+    if not store.exists():
+        click.echo(
+            f"note: {store.path} holds no store yet; `ingest`, `embed` and `train` a predictor "
+            "for the page to use (or pass --store)"
+        )
     run_server(store, settings)
 
 
