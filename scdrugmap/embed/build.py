@@ -30,7 +30,11 @@ def build_embedder(
     spec = get_model(model)
     if not spec.fitted_in_store:
         path = resolve_checkpoint(spec, checkpoint, options)
-        return spec.load_class().load(path, device=device, **options)
+        embedder = spec.load_class().load(path, device=device, **options)
+        # Kept with the embedding (outside its settings hash) so `predict` and `serve` can
+        # load the model again as it was, without the user repeating --checkpoint/--param.
+        embedder.load_recipe = {"checkpoint": str(Path(path).resolve()), "options": options}
+        return embedder
     embedder_class = spec.load_class()
     fit_dir = store.fit_path(key)
     if fit_dir.exists():

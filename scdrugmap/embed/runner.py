@@ -154,6 +154,9 @@ def _open_or_create(
         "versions": package_versions(),
         "created_at": utc_now().isoformat(),
     }
+    recipe = getattr(embedder, "load_recipe", None)
+    if recipe is not None:
+        attrs["load_recipe"] = recipe
     staging = target.path.with_name(f".creating-{target.path.name}")
     shutil.rmtree(staging, ignore_errors=True)
     EmbeddingArray.create(

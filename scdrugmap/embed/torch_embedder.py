@@ -57,6 +57,8 @@ class TorchEmbedder:
     lora_targets: ClassVar[list[str]]
     requires_counts = True
     min_length = 1
+    # How it was loaded ({"checkpoint": dir, "options": --param values}), set by build_embedder.
+    load_recipe: dict | None = None
 
     def __init__(
         self,

@@ -39,10 +39,22 @@ class Predictions:
     samples: pd.DataFrame
 
 
+def _as_recorded(embedding: dict, checkpoint, options: dict) -> tuple[object, dict]:
+    """The checkpoint and --param values the embedding was made with, when the caller
+    names neither (a checkpoint directory since moved falls back to the configured one);
+    the settings-hash check below still decides whether the model is the same."""
+    recipe = embedding.get("load_recipe")
+    if checkpoint is not None or options or not recipe:
+        return checkpoint, options
+    recorded = Path(recipe["checkpoint"])
+    return (recorded if recorded.is_dir() else None), dict(recipe["options"])
+
+
 def _embedder_as_trained(store, record: dict, checkpoint, device: str, options: dict):
     from scdrugmap.embed.build import build_embedder
 
     embedding = record["embedding"]
+    checkpoint, options = _as_recorded(embedding, checkpoint, options)
     embedder = build_embedder(
         store, embedding["model"], embedding["key"], [], checkpoint, None, device, dict(options)
     )

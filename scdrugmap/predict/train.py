@@ -48,6 +48,7 @@ def _embedding_provenance(store, key: str) -> dict:
         "settings_hash": first["settings_hash"],
         "settings": json.loads(first["settings"]),
         "dataset_ids": sorted(rows["dataset_id"].tolist()),
+        "load_recipe": store.embedding_array(key, first["dataset_id"]).attrs.get("load_recipe"),
     }
 
 
