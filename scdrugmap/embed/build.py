@@ -7,6 +7,7 @@ saved fit ever after.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,7 +34,10 @@ def build_embedder(
         embedder = spec.load_class().load(path, device=device, **options)
         # Kept with the embedding (outside its settings hash) so `predict` and `serve` can
         # load the model again as it was, without the user repeating --checkpoint/--param.
-        embedder.load_recipe = {"checkpoint": str(Path(path).resolve()), "options": options}
+        embedder.load_recipe = {
+            "checkpoint": str(Path(path).resolve()),
+            "options": json.loads(json.dumps(options, default=str)),  # a Path as its text
+        }
         return embedder
     embedder_class = spec.load_class()
     fit_dir = store.fit_path(key)
