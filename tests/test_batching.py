@@ -59,3 +59,17 @@ def test_a_cell_that_cannot_fit_alone_is_an_error() -> None:
         embed_by_length(
             lengths, 2, {"max_tokens": 8000, "max_cells": 8}, _embed_rows([], 2000, lengths)
         )
+
+
+def test_cpu_caps_the_default_token_budget_but_not_one_the_user_set() -> None:
+    from scdrugmap.embed.torch_embedder import CPU_MAX_TOKENS, TorchEmbedder, split_options
+
+    defaults = {"max_tokens": 65_536, "max_cells": 256}
+
+    def on_cpu(options: dict) -> dict:
+        _, budget = split_options("demo", dict(options), {}, defaults)
+        return TorchEmbedder(torch.nn.Linear(2, 2), None, "cpu", {}, budget, "sha", 2).batching
+
+    assert on_cpu({})["max_tokens"] == CPU_MAX_TOKENS
+    assert on_cpu({"max_tokens": "20000"})["max_tokens"] == 20_000
+    assert on_cpu({"max_cells": 3}) == {"max_tokens": CPU_MAX_TOKENS, "max_cells": 3}

@@ -40,10 +40,19 @@ class RaggedTokens:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
 
+class BatchBudget(dict):
+    """The batch budget, knowing which values the user set: those are never capped."""
+
+    def __init__(self, values: dict, given: Sequence[str] = ()) -> None:
+        super().__init__(values)
+        self.given = frozenset(given)
+
+
 def split_options(model: str, options: dict, defaults: dict, batching: dict) -> tuple[dict, dict]:
     """`--param` options into the model's settings and the batch budget; unknown ones refused."""
     settings = {**defaults, **{k: options.pop(k) for k in defaults if k in options}}
-    budget = {**batching, **{k: int(options.pop(k)) for k in batching if k in options}}
+    given = [k for k in batching if k in options]
+    budget = BatchBudget({**batching, **{k: int(options.pop(k)) for k in given}}, given)
     if options:
         raise InputError(f"{model}: unknown option(s) {', '.join(sorted(options))}")
     return settings, budget
@@ -76,7 +85,8 @@ class TorchEmbedder:
         self.tokenizer = tokenizer
         self.settings = settings
         self.batching = batching
-        if self.device.type == "cpu" and "max_tokens" in batching:
+        capped = "max_tokens" in batching and "max_tokens" not in getattr(batching, "given", ())
+        if self.device.type == "cpu" and capped:
             self.batching = {**batching, "max_tokens": min(batching["max_tokens"], CPU_MAX_TOKENS)}
         self.dim = int(dim)
         self._weights_sha256 = weights_sha256
