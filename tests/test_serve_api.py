@@ -277,6 +277,20 @@ def test_only_local_host_names_are_answered_without_a_token(client) -> None:
     assert rebound.status_code == 403
 
 
+def test_finished_jobs_are_listed_again_after_a_restart(client, store: Store, tmp_path) -> None:
+    job = _predicted(client, patient_table(tmp_path / "kept.tsv", resistant=True, seed=71))
+    cells = client.get(f"/api/jobs/{job['id']}/cells.json").json()
+    samples = client.get(f"/api/jobs/{job['id']}/samples.json").json()
+    with running_server(store.path) as base, httpx.Client(base_url=base) as restarted:
+        again = restarted.get(f"/api/jobs/{job['id']}").json()
+        assert again == job
+        assert restarted.get(f"/api/jobs/{job['id']}/cells.json").json() == cells
+        assert restarted.get(f"/api/jobs/{job['id']}/samples.json").json() == samples
+        assert job["id"] in {j["id"] for j in restarted.get("/api/jobs").json()}
+        figure = restarted.get(f"/api/jobs/{job['id']}/figures/map.png")
+        assert figure.content.startswith(b"\x89PNG")
+
+
 def test_a_token_is_required_on_every_request(store: Store, tmp_path) -> None:
     upload = patient_table(tmp_path / "tokened.tsv", resistant=False)
     params = {"predictor": PREDICTOR, "filename": upload.name}

@@ -6,9 +6,10 @@ the map and histogram figures (PNG and SVG), all in the job's own folder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from scdrugmap.predict.cell_map import principal_map
@@ -28,9 +29,13 @@ FORMATS = ("png", "svg")
 
 @dataclass
 class JobOutputs:
-    cells: pd.DataFrame
-    samples: pd.DataFrame
+    """A finished job's folder; its tables are read from there when first asked for (a job
+    restored after a restart) unless the job that wrote them still holds them."""
+
     folder: Path
+    n_cells: int
+    n_samples: int
+    _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def table_path(self, name: str) -> Path:
         return self.folder / f"{name}.csv"
@@ -38,15 +43,37 @@ class JobOutputs:
     def figure_path(self, figure: str, fmt: str) -> Path:
         return self.folder / f"{figure}.{fmt}"
 
+    def _table(self, name: str) -> pd.DataFrame:
+        if name not in self._tables:
+            # Barcodes and sample names stay text ("007" is not 7).
+            self._tables[name] = pd.read_csv(
+                self.table_path(name),
+                dtype={"barcode": str, "sample": str},
+                float_precision="round_trip",
+            )
+        return self._tables[name]
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        return self._table("cells")
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        return self._table("samples")
+
 
 def write_outputs(store, result: Predictions, folder: Path) -> JobOutputs:
     folder.mkdir(parents=True, exist_ok=True)
     coordinates, explained = principal_map(store.load_embedding(result.embedding, result.cells))
     cells = result.cells.assign(map_x=coordinates[:, 0], map_y=coordinates[:, 1])
-    cells = cells.loc[:, list(CELL_COLUMNS)].reset_index(drop=True)
-    outputs = JobOutputs(cells, result.samples.reset_index(drop=True), folder)
+    # float64 in memory and in the CSV, so a restored job reads back the very same numbers.
+    numbers = {c: np.float64 for c in ("prob_sensitive", "map_x", "map_y")}
+    cells = cells.loc[:, list(CELL_COLUMNS)].astype(numbers).reset_index(drop=True)
+    shares = {c: np.float64 for c in ("mean_prob_sensitive", "fraction_sensitive")}
+    samples = result.samples.astype(shares).reset_index(drop=True)
+    outputs = JobOutputs(folder, len(cells), len(samples), {"cells": cells, "samples": samples})
     cells.to_csv(outputs.table_path("cells"), index=False)
-    outputs.samples.to_csv(outputs.table_path("samples"), index=False)
+    samples.to_csv(outputs.table_path("samples"), index=False)
     title = f"{result.dataset_id}: {len(cells)} cells, predictor {result.predictor}"
     plot_probability_map(cells, explained, outputs.figure_path("map", "png"), title)
     plot_probability_histograms(cells, outputs.figure_path("histogram", "png"))

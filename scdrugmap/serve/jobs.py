@@ -10,7 +10,9 @@ the one-line message `ingest` would have printed for the same file.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import secrets
 import shutil
 import threading
@@ -26,6 +28,9 @@ from scdrugmap.progress import progress_to
 from scdrugmap.serve.job_outputs import JobOutputs, write_outputs
 
 log = logging.getLogger("scdrugmap.serve")
+
+RECORD = "job.json"
+JOB_ID = re.compile(r"^[0-9a-f]{12}$")
 
 STATES = ("queued", "running", "done", "failed")
 
@@ -68,10 +73,26 @@ class Job:
         if self.outputs is not None:
             summary.update(
                 dataset_id=self.dataset_id,
-                n_cells=len(self.outputs.cells),
-                n_samples=len(self.outputs.samples),
+                n_cells=self.outputs.n_cells,
+                n_samples=self.outputs.n_samples,
             )
         return summary
+
+    def record(self) -> dict:
+        """What a finished job keeps in its folder, to be listed again after a restart."""
+        fields = ("id", "predictor", "filename", "sample", "sample_column", "done", "total")
+        return {
+            **{name: getattr(self, name) for name in fields},
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "n_cells": self.outputs.n_cells,
+            "n_samples": self.outputs.n_samples,
+        }
+
+    @classmethod
+    def restored(cls, record: dict, folder: Path) -> Job:
+        outputs = JobOutputs(folder, int(record.pop("n_cells")), int(record.pop("n_samples")))
+        return cls(**record, state="done", stage="done", outputs=outputs)
 
 
 class JobQueue:
@@ -81,9 +102,23 @@ class JobQueue:
         self.store = store
         self.work_dir = work_dir
         self.device = device
-        self._jobs: dict[str, Job] = {}
+        self._jobs: dict[str, Job] = self._finished_before()
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scdrugmap-job")
+
+    def _finished_before(self) -> dict[str, Job]:
+        """Jobs an earlier server finished in this store, so their results stay reachable."""
+        jobs = {}
+        for record in sorted((self.work_dir / "jobs").glob(f"*/{RECORD}")):
+            folder = record.parent
+            try:
+                job = Job.restored(json.loads(record.read_text()), folder)
+            except (ValueError, TypeError, KeyError) as error:
+                log.warning("skipped job folder %s: unreadable %s (%s)", folder, RECORD, error)
+                continue
+            if JOB_ID.match(job.id) and job.id == folder.name:
+                jobs[job.id] = job
+        return jobs
 
     def new_job(self, predictor: str, filename: str, sample: str | None, column: str | None):
         job = Job(secrets.token_hex(6), predictor, filename, sample or None, column or None)
@@ -125,7 +160,12 @@ class JobQueue:
             return sorted(self._jobs.values(), key=lambda j: j.created_at, reverse=True)
 
     def shutdown(self) -> None:
+        """Stop taking jobs: the running one finishes, queued ones are dropped with their
+        uploads."""
         self._worker.shutdown(wait=False, cancel_futures=True)
+        for job in self.all():
+            if job.state == "queued":
+                self.discard(job)
 
     def _progress(self, job: Job):
         def listen(description: str, done: int, total: int, status: str) -> None:
@@ -156,6 +196,7 @@ class JobQueue:
         self._remove(upload.parent)
         # The state changes last, so whoever sees "done" finds everything in place.
         job.outputs, job.finished_at = outputs, utc_now().isoformat()
+        (outputs.folder / RECORD).write_text(json.dumps(job.record()))
         job.state, job.stage = "done", "done"
 
     def _fail(self, job: Job, error: BaseException) -> None:
