@@ -150,8 +150,9 @@ def demo(out: Path, seed: int, scale: float, as_json: bool) -> None:
     Generates three drug-response data sets, ingests them, embeds them with
     the pca and hvg baselines and, with the model extras installed, as text
     through the bundled all-MiniLM-L6-v2 encoder; evaluates logreg, lightgbm
-    and mlp with pooled and cross-dataset splits, prints the results table and
-    writes an HTML report to OUT/report/index.html.
+    and mlp with pooled and cross-dataset splits, prints the results table,
+    writes an HTML report to OUT/report/index.html and keeps a predictor
+    (pca + logreg) for `scdrugmap serve`.
     """
     from scdrugmap.demo_run import run_demo
 
@@ -162,6 +163,11 @@ def demo(out: Path, seed: int, scale: float, as_json: bool) -> None:
             click.echo(outcome.skipped)
         click.echo(f"store: {outcome.store.path}")
         click.echo(f"report: {outcome.report}")
+        click.echo(
+            f"predictor: {outcome.predictor}; see it on the web page with "
+            f"`scdrugmap --store {outcome.store.path} serve` and upload "
+            f"{outcome.upload_example} (sample column: sample)"
+        )
         click.echo(f"took {outcome.seconds:.1f} s")
 
 

@@ -5,7 +5,8 @@ data sets as .h5ad files, ingests them with the real ingest path, embeds them
 with both baselines and, when the model extras are installed, with a real
 pretrained language model (cells as text through the bundled
 all-MiniLM-L6-v2), evaluates every classifier on the pooled and
-cross-dataset splits and writes the report.
+cross-dataset splits, writes the report, and keeps a predictor so that
+`scdrugmap serve` on the demo store has one to offer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ TEXT_OPTIONS = {"top_n": 16}
 TEXT_EXTRAS = "pip install torch && pip install 'scdrugmap[models,test]'"
 CLASSIFIERS = ("logreg", "lightgbm", "mlp")
 SPLITS = ("pooled", "cross-dataset")
+PREDICTOR = {"embedding": "pca", "classifier": "logreg", "name": "demo-pca-logreg"}
 
 
 @dataclass
@@ -34,6 +36,8 @@ class DemoOutcome:
     seconds: float
     embeddings: tuple[str, ...]
     skipped: str | None
+    predictor: str
+    upload_example: Path
 
 
 def text_route_available() -> bool:
@@ -52,7 +56,8 @@ def run_demo(
     started = time.perf_counter()
     store = Store(out_dir / "store")
     shutil.rmtree(store.path, ignore_errors=True)
-    for path, dataset in write_demo_files(out_dir / "data", seed=seed, scale=scale):
+    files = write_demo_files(out_dir / "data", seed=seed, scale=scale)
+    for path, dataset in files:
         meta = dataset.metadata
         store.ingest(
             [path],
@@ -83,4 +88,13 @@ def run_demo(
             for split in SPLITS:
                 store.evaluate(embedding, classifier, split, seed=seed, show_progress=show_progress)
     report = store.report(out_dir / "report")
-    return DemoOutcome(store, report, time.perf_counter() - started, embeddings, skipped)
+    store.train_predictor(**PREDICTOR, seed=seed)
+    return DemoOutcome(
+        store,
+        report,
+        time.perf_counter() - started,
+        embeddings,
+        skipped,
+        PREDICTOR["name"],
+        files[0][0],
+    )

@@ -92,6 +92,7 @@ def test_help_everywhere_and_fast_imports() -> None:
         "finetune",
         "train",
         "predict",
+        "serve",
     ]:
         result = cli(*([command] if command else []), "--help")
         assert "Usage:" in result.stdout
