@@ -15,6 +15,7 @@ from scdrugmap.finetune.cells import CellSource
 from scdrugmap.finetune.lora import LoraSettings, attach_lora
 from scdrugmap.finetune.run import FinetuneRequest, carve_validation
 from scdrugmap.finetune.train import TrainSettings, train_fold
+from scdrugmap.predict.train import load_predictor
 from scdrugmap.store.store import Store
 from tests.cellplm_checkpoint import VERSION, write_cellplm_checkpoint
 from tests.store_builders import synthetic_store
@@ -213,6 +214,25 @@ def test_embed_as_stores_adapted_embeddings_that_never_score_trained_cells(
     assert len(scored) and not set(zip(scored["dataset_id"], scored["cell_index"])) & trained_keys
     base_record = store.evaluate("cellplm", "logreg", "pooled", n_folds=2)
     assert base_record.n_cells == 240 and record.n_cells == 240 - len(trained_keys)
+
+
+def test_a_predictor_on_a_fine_tuned_embedding_calls_new_cells(
+    store: Store, checkpoint: Path, run
+) -> None:
+    """`predict` folds the fold's adapter into the base again: cells uploaded anew embed
+    as the same cells did in the store."""
+    store.finetune(_request(checkpoint, embed_as="cellplm-ft"))  # reused when already run
+    store.train_predictor("cellplm-ft.fold0", "logreg", "tuned")
+    recipe = load_predictor(store, "tuned")[0]["embedding"]["load_recipe"]
+    assert recipe["adapter"].endswith("fold0/adapter") and recipe["options"] == OPTIONS
+    same_cells = store.path.parent / "files" / "ds0_s1.tsv"
+    result = store.predict("tuned", [same_cells], dataset_id="again", samples=["s1"])
+    assert len(result.cells) == 30 and result.cells["prob_sensitive"].between(0, 1).all()
+    np.testing.assert_allclose(
+        store.embedding_array("cellplm-ft.fold0", "again").read_all(),
+        store.embedding_array("cellplm-ft.fold0", "ds0").read_all()[:30],
+        atol=1e-5,
+    )
 
 
 def test_finetune_from_the_command_line(store: Store, checkpoint: Path) -> None:

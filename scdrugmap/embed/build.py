@@ -14,8 +14,26 @@ from pathlib import Path
 from scdrugmap.embed.baselines.fit import FitSource
 from scdrugmap.embed.checkpoints import resolve_checkpoint
 from scdrugmap.embed.protocol import Embedder
-from scdrugmap.embed.registry import get_model
+from scdrugmap.embed.registry import ModelSpec, get_model
 from scdrugmap.errors import InputError
+
+
+def load_foundation_model(
+    spec: ModelSpec, checkpoint: str | Path | None, device: str, options: dict
+) -> Embedder:
+    """A foundation model from its checkpoint directory, remembering how it was loaded.
+
+    The recipe is kept with every embedding it makes (outside the settings hash), so
+    `predict` and `serve` can load the model again as it was without the user repeating
+    --checkpoint and --param.
+    """
+    path = resolve_checkpoint(spec, checkpoint, options)
+    embedder = spec.load_class().load(path, device=device, **options)
+    embedder.load_recipe = {
+        "checkpoint": str(Path(path).resolve()),
+        "options": json.loads(json.dumps(options, default=str)),  # a Path as its text
+    }
+    return embedder
 
 
 def build_embedder(
@@ -30,15 +48,7 @@ def build_embedder(
 ) -> Embedder:
     spec = get_model(model)
     if not spec.fitted_in_store:
-        path = resolve_checkpoint(spec, checkpoint, options)
-        embedder = spec.load_class().load(path, device=device, **options)
-        # Kept with the embedding (outside its settings hash) so `predict` and `serve` can
-        # load the model again as it was, without the user repeating --checkpoint/--param.
-        embedder.load_recipe = {
-            "checkpoint": str(Path(path).resolve()),
-            "options": json.loads(json.dumps(options, default=str)),  # a Path as its text
-        }
-        return embedder
+        return load_foundation_model(spec, checkpoint, device, options)
     embedder_class = spec.load_class()
     fit_dir = store.fit_path(key)
     if fit_dir.exists():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -153,3 +154,10 @@ class GradientWatch:
                     f"steps (modules named {', '.join(modules)}): their module is not on the "
                     "path to the output; choose other --lora-targets"
                 )
+
+
+def merge_adapter(base: nn.Module, adapter_dir: Path) -> nn.Module:
+    """`base` with a saved peft adapter folded into its weights, ready to embed."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().eval()

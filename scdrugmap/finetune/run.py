@@ -33,13 +33,19 @@ from scdrugmap.classify.evaluate import (
     select_and_split,
 )
 from scdrugmap.classify.splits import make_split
-from scdrugmap.embed.checkpoints import resolve_checkpoint
+from scdrugmap.embed.build import load_foundation_model
 from scdrugmap.embed.protocol import TrainableEmbedder
 from scdrugmap.embed.provenance import canonical_json, file_sha256, settings_hash, utc_now
 from scdrugmap.embed.registry import get_model
 from scdrugmap.errors import InputError
 from scdrugmap.finetune.cells import CellSource
-from scdrugmap.finetune.lora import LoraSettings, attach_lora, modules_on_path, resolve_targets
+from scdrugmap.finetune.lora import (
+    LoraSettings,
+    attach_lora,
+    merge_adapter,
+    modules_on_path,
+    resolve_targets,
+)
 from scdrugmap.finetune.train import TrainSettings, predict, train_fold
 from scdrugmap.store.store import check_key
 
@@ -77,9 +83,7 @@ def load_trainable(request: FinetuneRequest) -> TrainableEmbedder:
     spec = get_model(request.model)
     if spec.fitted_in_store:
         raise InputError(f"{request.model} is a baseline with no network to fine-tune")
-    options = dict(request.options)
-    path = resolve_checkpoint(spec, request.checkpoint, options)
-    embedder = spec.load_class().load(path, device=request.device, **options)
+    embedder = load_foundation_model(spec, request.checkpoint, request.device, request.options)
     if not isinstance(embedder, TrainableEmbedder):
         raise InputError(f"{request.model} cannot be fine-tuned: it exposes no trainable network")
     return embedder
@@ -141,14 +145,16 @@ def _save_fold(
 def _embed_with_adapters(
     store, request: FinetuneRequest, embedder, base, work: Path, plan, dataset_ids
 ) -> None:
-    """Each fold's adapter, folded into a copy of the base, embeds the data sets."""
-    from peft import PeftModel
-
-    settings = embedder.settings
+    """Each fold's adapter, folded into a copy of the base, embeds the data sets; the
+    embedding's load recipe names the adapter, so `predict` can fold it in again."""
+    settings, recipe = embedder.settings, embedder.load_recipe
     for fold in plan.folds:
         folder = work / f"fold{fold.index}"
-        adapted = PeftModel.from_pretrained(copy.deepcopy(base), folder / ADAPTER_DIR)
-        embedder.model = adapted.merge_and_unload().eval()
+        embedder.model = merge_adapter(copy.deepcopy(base), folder / ADAPTER_DIR)
+        embedder.load_recipe = {
+            **recipe,
+            "adapter": str((folder / ADAPTER_DIR).relative_to(store.path)),
+        }
         embedder.settings = {
             **settings,
             "adapter": {
@@ -162,7 +168,7 @@ def _embed_with_adapters(
         try:
             store.embed_with(embedder, f"{request.embed_as}.fold{fold.index}", dataset_ids)
         finally:
-            embedder.settings = settings
+            embedder.settings, embedder.load_recipe = settings, recipe
     embedder.model = base
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scdrugmap.embed.provenance import settings_hash, utc_now
+from scdrugmap.embed.provenance import file_sha256, settings_hash, utc_now
 from scdrugmap.embed.runner import LowCoverageError
-from scdrugmap.errors import InputError
+from scdrugmap.errors import InputError, StoreError
 from scdrugmap.predict.train import load_predictor
 
 OUTPUT_SUFFIXES = (".csv", ".h5ad")
@@ -39,25 +39,46 @@ class Predictions:
     samples: pd.DataFrame
 
 
-def _as_recorded(embedding: dict, checkpoint, options: dict) -> tuple[object, dict]:
+def _as_recorded(recipe: dict, checkpoint, options: dict) -> tuple[object, dict]:
     """The checkpoint and --param values the embedding was made with, when the caller
     names neither (a checkpoint directory since moved falls back to the configured one);
     the settings-hash check below still decides whether the model is the same."""
-    recipe = embedding.get("load_recipe")
     if checkpoint is not None or options or not recipe:
         return checkpoint, options
     recorded = Path(recipe["checkpoint"])
     return (recorded if recorded.is_dir() else None), dict(recipe["options"])
 
 
+def _fold_in_adapter(store, embedder, embedding: dict, recipe: dict) -> None:
+    """A fine-tuned embedding's LoRA adapter, folded into the base model again, after its
+    file is checked against the sha256 the embedding recorded."""
+    from scdrugmap.finetune.lora import merge_adapter
+
+    adapter = embedding["settings"]["adapter"]
+    folder = (store.path / recipe["adapter"]).resolve()
+    weights = folder / "adapter_model.safetensors"
+    inside = folder.is_relative_to(store.path.resolve())
+    if not (inside and weights.is_file() and file_sha256(weights) == adapter["adapter_sha256"]):
+        raise StoreError(
+            f"the LoRA adapter of embedding {embedding['key']!r} ({recipe['adapter']}) is gone "
+            "or changed; run `scdrugmap finetune ... --embed-as` again and retrain the predictor"
+        )
+    embedder.model = merge_adapter(embedder.model, folder)
+    embedder.settings = {**embedder.settings, "adapter": adapter}
+    embedder.load_recipe = recipe
+
+
 def _embedder_as_trained(store, record: dict, checkpoint, device: str, options: dict):
     from scdrugmap.embed.build import build_embedder
 
     embedding = record["embedding"]
-    checkpoint, options = _as_recorded(embedding, checkpoint, options)
+    recipe = embedding.get("load_recipe") or {}
+    checkpoint, options = _as_recorded(recipe, checkpoint, options)
     embedder = build_embedder(
         store, embedding["model"], embedding["key"], [], checkpoint, None, device, dict(options)
     )
+    if recipe.get("adapter"):
+        _fold_in_adapter(store, embedder, embedding, recipe)
     if settings_hash(embedder.name, embedder.provenance()) != embedding["settings_hash"]:
         raise InputError(
             f"{embedding['model']} as loaded here differs from the one predictor "
