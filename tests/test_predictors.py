@@ -140,7 +140,7 @@ def test_a_bad_file_leaves_the_store_as_it_was(store: Store, tmp_path) -> None:
     with pytest.raises(InputError, match=r"\.csv or \.h5ad"):
         write_predictions(
             store,
-            Predictions("guarded", "pca", "x", pd.DataFrame(), pd.DataFrame()),
+            Predictions("guarded", "pca", "x", pd.DataFrame(), pd.DataFrame(), np.empty((0, 8))),
             tmp_path / "calls.txt",
         )
 

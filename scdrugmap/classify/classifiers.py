@@ -21,6 +21,8 @@ from sklearn.utils.validation import check_is_fitted
 from scdrugmap.errors import InputError
 
 CLASSIFIER_NAMES: tuple[str, ...] = ("logreg", "lightgbm", "mlp", "knn")
+# The name fine-tuning runs are recorded under (a LoRA-adapted model with an MLP head).
+LORA_CLASSIFIER = "lora-mlp"
 
 _DESCRIPTIONS = {
     "logreg": "standardised features + logistic regression (lbfgs, C=1)",

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scdrugmap.classify.classifiers import LORA_CLASSIFIER
 from scdrugmap.classify.evaluate import (
     RunIdentity,
     RunRecord,
@@ -49,7 +50,6 @@ from scdrugmap.finetune.lora import (
 from scdrugmap.finetune.train import TrainSettings, predict, train_fold
 from scdrugmap.store.store import check_key
 
-CLASSIFIER = "lora-mlp"
 VALIDATION_FOLDS = 5
 ADAPTER_DIR = "adapter"
 FOLD_DONE = "predictions.npz"
@@ -248,7 +248,14 @@ def finetune(store, request: FinetuneRequest, show_progress: bool = False) -> Ru
         )
         params["embedded_as"] = [f"{request.embed_as}.fold{f.index}" for f in plan.folds]
     identity = RunIdentity(
-        run_id, "finetune", request.model, CLASSIFIER, request.split, request.where, seed, params
+        run_id,
+        "finetune",
+        request.model,
+        LORA_CLASSIFIER,
+        request.split,
+        request.where,
+        seed,
+        params,
     )
     return finish_run(
         store, identity, plan, cells, time.perf_counter() - started, results, predictions

@@ -37,6 +37,7 @@ class Predictions:
     dataset_id: str
     cells: pd.DataFrame
     samples: pd.DataFrame
+    features: np.ndarray  # the cells' embedding rows, in `cells` order (for maps and h5ad)
 
 
 def _as_recorded(recipe: dict, checkpoint, options: dict) -> tuple[object, dict]:
@@ -147,12 +148,13 @@ def predict_files(
         labelled=False,
         columns=("dataset_id", "cell_index", "barcode", "sample"),
     )
-    prob = model.predict_proba(store.load_embedding(key, cells))[:, 1]
+    features = store.load_embedding(key, cells)
+    prob = model.predict_proba(features)[:, 1]
     cells = cells.assign(
         prob_sensitive=prob.astype(np.float32),
         call=np.where(prob >= 0.5, "sensitive", "resistant"),
     )
-    return Predictions(predictor, key, dataset_id, cells, per_sample(cells))
+    return Predictions(predictor, key, dataset_id, cells, per_sample(cells), features)
 
 
 def write_predictions(store, result: Predictions, out: str | os.PathLike) -> list[Path]:
@@ -177,7 +179,7 @@ def write_predictions(store, result: Predictions, out: str | os.PathLike) -> lis
         X=reader.read_rows(0, reader.n_cells),
         obs=obs,
         var=pd.DataFrame(index=reader.gene_ids),
-        obsm={f"X_{key}": store.load_embedding(key, result.cells)},
+        obsm={f"X_{key}": result.features},
         uns={"per_sample": {c: result.samples[c].tolist() for c in result.samples.columns}},
     )
     adata.write_h5ad(out)

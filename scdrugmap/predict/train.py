@@ -148,10 +148,15 @@ def _catalog_row(store, record: dict) -> None:
         con.execute("INSERT INTO predictors BY NAME SELECT * FROM incoming")
 
 
+def read_predictor_record(store, name: str) -> dict:
+    """A saved predictor's record (provenance, metrics), without loading its model."""
+    path = predictor_path(store, name) / RECORD
+    if not path.is_file():
+        raise StoreError(f"no predictor {name!r}; train one with `scdrugmap train`")
+    return json.loads(path.read_text())
+
+
 def load_predictor(store, name: str) -> tuple[dict, object]:
     """(record, model with predict_proba) of a saved predictor."""
-    folder = predictor_path(store, name)
-    if not (folder / RECORD).is_file():
-        raise StoreError(f"no predictor {name!r}; train one with `scdrugmap train`")
-    record = json.loads((folder / RECORD).read_text())
-    return record, load_classifier(record["classifier"], folder)
+    record = read_predictor_record(store, name)
+    return record, load_classifier(record["classifier"], predictor_path(store, name))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from scdrugmap.classify.classifiers import LORA_CLASSIFIER
 from scdrugmap.report.tables import (
     DEFAULT_METRICS,
     METRIC_LABELS,
@@ -45,9 +46,6 @@ figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #666; font-size: 0.85rem; }
 ul.notes li { margin: 0.2rem 0; }
 """
-
-
-LORA = "lora-mlp"
 
 
 def _e(value: object) -> str:
@@ -148,8 +146,8 @@ def frozen_vs_lora(pooled: pd.DataFrame, metric: str = "f1_sensitive") -> pd.Dat
     column = f"{metric}_mean"
     if pooled.empty or column not in pooled.columns:
         return pd.DataFrame()
-    tuned = pooled[pooled["classifier"] == LORA]
-    frozen = pooled[pooled["classifier"] != LORA]
+    tuned = pooled[pooled["classifier"] == LORA_CLASSIFIER]
+    frozen = pooled[pooled["classifier"] != LORA_CLASSIFIER]
     rows = []
     for row in tuned.itertuples():
         same = frozen[(frozen["embedding"] == row.embedding) & (frozen["split"] == row.split)]
@@ -161,13 +159,13 @@ def frozen_vs_lora(pooled: pd.DataFrame, metric: str = "f1_sensitive") -> pd.Dat
                 "embedding": row.embedding,
                 "split": row.split,
                 "best frozen": f"{best['classifier']} {best[column]:.3f}",
-                "LoRA (lora-mlp)": f"{getattr(row, column):.3f}",
+                f"LoRA ({LORA_CLASSIFIER})": f"{getattr(row, column):.3f}",
             }
         )
     return pd.DataFrame(rows)
 
 
-def _curve_rows(results: pd.DataFrame, predictions: pd.DataFrame | None) -> pd.DataFrame:
+def curve_rows(results: pd.DataFrame, predictions: pd.DataFrame | None) -> pd.DataFrame:
     """Held-out predictions labelled with their run's split and embedding / classifier."""
     if predictions is None or predictions.empty or "run_id" not in results.columns:
         return pd.DataFrame()
@@ -226,7 +224,7 @@ def write_report(
     metrics = DEFAULT_METRICS
     pooled = summarise(results, "pooled")
     per_dataset = summarise(results, "dataset")
-    curves = _curve_rows(results, predictions)
+    curves = curve_rows(results, predictions)
     figures = (
         _figures(results, pooled, out_dir, curves)
         if not pooled.empty or not per_dataset.empty

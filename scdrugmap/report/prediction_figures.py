@@ -42,9 +42,7 @@ def plot_probability_map(
 
 def _sample_groups(cells: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
     counts = cells["sample"].value_counts(sort=True)
-    shown = list(
-        counts.index[:MAX_SAMPLE_PANELS] if len(counts) > MAX_SAMPLE_PANELS else counts.index
-    )
+    shown = list(counts.index[:MAX_SAMPLE_PANELS])
     groups = [
         (str(s), cells.loc[cells["sample"] == s, "prob_sensitive"].to_numpy())
         for s in sorted(shown)

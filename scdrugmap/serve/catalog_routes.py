@@ -9,15 +9,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from scdrugmap.predict.train import load_predictor
-from scdrugmap.serve.frames import records
+from scdrugmap.predict.train import read_predictor_record
+from scdrugmap.serve.frames import FigureFormat, figure_response, records
 from scdrugmap.serve.predictor_figures import PREDICTOR_FIGURES, figure_list, predictor_figure
 from scdrugmap.store.store import check_key
 
 router = APIRouter(prefix="/api", tags=["store"])
 
 PredictorFigure = Literal[tuple(PREDICTOR_FIGURES)]
-FigureFormat = Literal["png", "svg"]
 
 
 class SqlRequest(BaseModel):
@@ -55,8 +54,8 @@ def predictors(request: Request) -> list[dict]:
 @router.get("/predictors/{name}", summary="A predictor's full record and its figures")
 def predictor(request: Request, name: str) -> dict:
     store = _store(request)
-    record, _ = load_predictor(store, check_key(name, "predictor name"))
-    return {**record, "figures": figure_list(store, name)}
+    record = read_predictor_record(store, check_key(name, "predictor name"))
+    return {**record, "figures": figure_list(record)}
 
 
 @router.get(
@@ -71,7 +70,7 @@ def predictor_figure_file(
     path = predictor_figure(
         store, check_key(name, "predictor name"), figure, fmt, request.app.state.figure_cache
     )
-    return FileResponse(path, media_type="image/png" if fmt == "png" else "image/svg+xml")
+    return figure_response(path, fmt)
 
 
 @router.get("/runs", summary="Evaluation and fine-tuning runs")

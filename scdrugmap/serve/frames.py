@@ -1,11 +1,17 @@
-"""DataFrames as HTTP responses: JSON records (NaN as null, times as ISO text) or CSV."""
+"""Responses shared by the routes: DataFrames as JSON records (NaN as null, times as ISO
+text), and figure files as PNG or SVG."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Literal
 
 import pandas as pd
-from fastapi.responses import Response
+from fastapi.responses import FileResponse
+
+FigureFormat = Literal["png", "svg"]
+_FIGURE_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
@@ -15,9 +21,5 @@ def records(frame: pd.DataFrame) -> list[dict]:
     return json.loads(frame.to_json(orient="records", date_format="iso", default_handler=str))
 
 
-def csv_response(frame: pd.DataFrame, filename: str) -> Response:
-    return Response(
-        frame.to_csv(index=False),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+def figure_response(path: Path, fmt: FigureFormat) -> FileResponse:
+    return FileResponse(path, media_type=_FIGURE_TYPES[fmt])

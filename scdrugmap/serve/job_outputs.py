@@ -20,11 +20,8 @@ from scdrugmap.report.prediction_figures import (
 )
 
 CELL_COLUMNS = ("barcode", "sample", "prob_sensitive", "call", "map_x", "map_y")
-FIGURES = {
-    "map": "2-D map of the cells (PCA of the embedding), coloured by probability of sensitivity",
-    "histogram": "probability of sensitivity per sample",
-}
-FORMATS = ("png", "svg")
+# The map (PCA of the embedding, coloured by probability) and the per-sample histograms.
+FIGURES = ("map", "histogram")
 
 
 @dataclass
@@ -62,9 +59,9 @@ class JobOutputs:
         return self._table("samples")
 
 
-def write_outputs(store, result: Predictions, folder: Path) -> JobOutputs:
+def write_outputs(result: Predictions, folder: Path) -> JobOutputs:
     folder.mkdir(parents=True, exist_ok=True)
-    coordinates, explained = principal_map(store.load_embedding(result.embedding, result.cells))
+    coordinates, explained = principal_map(result.features)
     cells = result.cells.assign(map_x=coordinates[:, 0], map_y=coordinates[:, 1])
     # float64 in memory and in the CSV, so a restored job reads back the very same numbers.
     numbers = {c: np.float64 for c in ("prob_sensitive", "map_x", "map_y")}

@@ -7,18 +7,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse
 
-from scdrugmap.predict.train import load_predictor
-from scdrugmap.serve.frames import records
+from scdrugmap.predict.train import read_predictor_record
+from scdrugmap.serve.frames import FigureFormat, figure_response, records
 from scdrugmap.serve.job_outputs import FIGURES, JobOutputs
-from scdrugmap.serve.jobs import Job, JobQueue
+from scdrugmap.serve.jobs import JOB_ID, Job, JobQueue
 from scdrugmap.serve.uploads import receive, safe_filename
 from scdrugmap.store.store import check_key
 
 router = APIRouter(prefix="/api", tags=["prediction jobs"])
 
-JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="The job's id.")]
+JobId = Annotated[str, Path(pattern=JOB_ID.pattern, description="The job's id.")]
 JobFigure = Literal[tuple(FIGURES)]
-FigureFormat = Literal["png", "svg"]
 MAX_CELLS_PER_PAGE = 100_000
 _UPLOAD_BODY = {
     "requestBody": {
@@ -68,7 +67,7 @@ async def start_job(
     """The file is checked as `scdrugmap ingest` checks it; a bad file fails the job
     with the same message and leaves the store unchanged."""
     queue = _jobs(request)
-    load_predictor(queue.store, check_key(predictor, "predictor name"))
+    read_predictor_record(queue.store, check_key(predictor, "predictor name"))
     job = queue.new_job(predictor, safe_filename(filename), sample, sample_column)
     try:
         await receive(request, queue.upload_path(job), request.app.state.settings.max_upload_bytes)
@@ -133,4 +132,4 @@ def samples_csv(request: Request, job_id: JobId) -> FileResponse:
 )
 def job_figure(request: Request, job_id: JobId, figure: JobFigure, fmt: FigureFormat):
     path = _finished(request, job_id).figure_path(figure, fmt)
-    return FileResponse(path, media_type="image/png" if fmt == "png" else "image/svg+xml")
+    return figure_response(path, fmt)

@@ -32,8 +32,6 @@ log = logging.getLogger("scdrugmap.serve")
 RECORD = "job.json"
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
 
-STATES = ("queued", "running", "done", "failed")
-
 
 @dataclass
 class Job:
@@ -188,7 +186,7 @@ class JobQueue:
                     device=self.device,
                 )
             job.stage = "drawing the map and histograms"
-            outputs = write_outputs(self.store, result, self.output_dir(job))
+            outputs = write_outputs(result, self.output_dir(job))
         except BaseException as error:
             self._remove(upload.parent)
             self._fail(job, error)

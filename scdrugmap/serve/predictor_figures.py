@@ -11,8 +11,9 @@ import threading
 from pathlib import Path
 
 from scdrugmap.errors import StoreError
-from scdrugmap.predict.train import load_predictor
+from scdrugmap.predict.train import read_predictor_record
 from scdrugmap.report.figures import plot_f1_bars, plot_metric_heatmap, plot_roc_pr
+from scdrugmap.report.html import curve_rows
 from scdrugmap.report.tables import summarise
 
 PREDICTOR_FIGURES = {
@@ -25,7 +26,7 @@ _DRAWING = threading.Lock()
 
 
 def _run_of(store, name: str) -> dict:
-    record, _ = load_predictor(store, name)
+    record = read_predictor_record(store, name)
     checked = record.get("cross_validated")
     if not checked:
         raise StoreError(
@@ -37,22 +38,15 @@ def _run_of(store, name: str) -> dict:
 
 
 def _draw(store, run: dict, figure: str, path: Path) -> Path | None:
+    if figure == "f1_bars":
+        latest = store.results()
+        pooled = summarise(latest[latest["split"] == run["split"]], "pooled")
+        return plot_f1_bars(pooled, path) if not pooled.empty else None
     results = store.results(latest=False)
-    if figure == "roc_pr":
-        cells = store.query(
-            "SELECT label, prob_sensitive FROM predictions WHERE run_id = ? AND label IS NOT NULL",
-            [run["run_id"]],
-        )
-        mine = results[results["run_id"] == run["run_id"]].iloc[0]
-        curves = cells.assign(
-            split=mine["split"], row=f"{mine['embedding']} / {mine['classifier']}"
-        )
-        return plot_roc_pr(curves, path)
+    mine = results[results["run_id"] == run["run_id"]]
     if figure == "f1_by_dataset":
-        return plot_metric_heatmap(results[results["run_id"] == run["run_id"]], path)
-    latest = store.results()
-    pooled = summarise(latest[latest["split"] == run["split"]], "pooled")
-    return plot_f1_bars(pooled, path) if not pooled.empty else None
+        return plot_metric_heatmap(mine, path)
+    return plot_roc_pr(curve_rows(mine, store.held_out_predictions([run["run_id"]])), path)
 
 
 def predictor_figure(store, name: str, figure: str, fmt: str, cache: Path) -> Path:
@@ -66,10 +60,8 @@ def predictor_figure(store, name: str, figure: str, fmt: str, cache: Path) -> Pa
     return path
 
 
-def figure_list(store, name: str) -> list[dict]:
+def figure_list(record: dict) -> list[dict]:
     """Which figures a predictor offers (none without a cross-validated run)."""
-    try:
-        _run_of(store, name)
-    except StoreError:
+    if not record.get("cross_validated"):
         return []
     return [{"figure": f, "caption": c} for f, c in PREDICTOR_FIGURES.items()]

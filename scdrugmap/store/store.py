@@ -506,21 +506,25 @@ class Store:
         results = self.results()
         if results.empty:
             raise StoreError(f"{self.path}: no results yet; run `scdrugmap evaluate` first")
-        runs = self.runs()
+        run_ids = set(results["run_id"])
         notes = sorted(
             {
                 f"{r.embedding} × {r.classifier} × {r.split}: {r.note}"
-                for r in runs.itertuples()
-                if r.run_id in set(results["run_id"]) and isinstance(r.note, str) and r.note
+                for r in self.runs().itertuples()
+                if r.run_id in run_ids and isinstance(r.note, str) and r.note
             }
         )
-        run_ids = sorted(set(results["run_id"]))
-        predictions = self.query(
+        predictions = self.held_out_predictions(sorted(run_ids))
+        return write_report(results, Path(out_dir), notes=notes, predictions=predictions)
+
+    def held_out_predictions(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        """run_id, label and probability of sensitivity of the labelled held-out cells of
+        runs: what ROC and precision-recall curves are drawn from."""
+        return self.query(
             "SELECT run_id, label, prob_sensitive FROM predictions "
             "WHERE run_id IN (SELECT unnest(?)) AND label IS NOT NULL",
-            [run_ids],
+            [list(run_ids)],
         )
-        return write_report(results, Path(out_dir), notes=notes, predictions=predictions)
 
 
 def _plain(attrs: dict) -> dict:
