@@ -71,13 +71,12 @@ def build_embedder(
     return embedder_class.fit(sources, fit_dir, **options)
 
 
-def model_recipe(store, model: str, key: str, checkpoint, device: str, options: dict):
-    """How Ray workers rebuild the embedder `build_embedder` made: from the resolved
-    checkpoint directory, or from the baseline's fit saved under the key."""
+def model_recipe(store, model: str, key: str, embedder: Embedder, device: str):
+    """How Ray workers rebuild `embedder`: from the baseline's fit saved under the key, or
+    from the checkpoint directory and options it was loaded with, on `device`."""
     from scdrugmap.embed.ray_executor import ModelRecipe
 
-    spec = get_model(model)
-    if spec.fitted_in_store:
+    if get_model(model).fitted_in_store:
         return ModelRecipe(model, str(store.fit_path(key)))
-    path = resolve_checkpoint(spec, checkpoint, dict(options))
-    return ModelRecipe(model, str(path), device, dict(options))
+    loaded = embedder.load_recipe
+    return ModelRecipe(model, loaded["checkpoint"], device, dict(loaded["options"]))

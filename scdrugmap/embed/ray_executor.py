@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +39,7 @@ class ModelRecipe:
     options: dict = field(default_factory=dict)
 
     def build(self):
-        spec = get_model(self.model)
-        loader = spec.load_class().load
-        if spec.fitted_in_store:
-            return loader(Path(self.path))
+        loader = get_model(self.model).load_class().load
         return loader(Path(self.path), device=self.device, **self.options)
 
 
@@ -95,14 +92,13 @@ def start_ray(address: str | None):
 def _actors(ray, recipe: ModelRecipe, workers: int | None) -> list:
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
-    wants_gpu = recipe.device != "cpu" and gpus > 0 and not get_model(recipe.model).fitted_in_store
+    wants_gpu = recipe.device != "cpu" and gpus > 0
     if recipe.device.startswith("cuda") and not wants_gpu:
         raise InputError(f"--device {recipe.device}: the Ray cluster has no GPU; use cpu")
     count = workers or (gpus if wants_gpu else max(1, int(resources.get("CPU", 1))))
     remote = ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)(EmbedWorker)
     options = {"num_gpus": 1, "num_cpus": 1} if wants_gpu else {"num_cpus": 1}
-    device = "cuda" if wants_gpu else "cpu"
-    worker_recipe = ModelRecipe(recipe.model, recipe.path, device, recipe.options)
+    worker_recipe = replace(recipe, device="cuda" if wants_gpu else "cpu")
     return [remote.options(**options).remote(worker_recipe) for _ in range(count)]
 
 

@@ -177,13 +177,19 @@ class Store:
         dataset_ids = self.resolve_datasets(datasets)
         if replace:
             self.drop_embedding(key)
-        options = dict(model_options)
+        # With Ray the driver's model only checks the data sets (vocabulary, settings);
+        # the actors embed, each on its own device, so the driver keeps it on the CPU.
         embedder = build_embedder(
-            self, model, key, dataset_ids, checkpoint, fit_on, device, model_options
+            self,
+            model,
+            key,
+            dataset_ids,
+            checkpoint,
+            fit_on,
+            "cpu" if executor == "ray" else device,
+            model_options,
         )
-        recipe = None
-        if executor == "ray":
-            recipe = model_recipe(self, model, key, checkpoint, device, options)
+        recipe = model_recipe(self, model, key, embedder, device) if executor == "ray" else None
         return self.embed_with(
             embedder,
             key,

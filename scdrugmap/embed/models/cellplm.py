@@ -114,9 +114,7 @@ class CellPLMTokenizer:
         )
         seeds = cell_seeds(genes, self.seed)
         bits = keyed_draws(seeds[:, None], np.arange(self.clusters)[None, :], _GUMBEL_STREAM)
-        return ((bits >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)).astype(
-            np.float32
-        )
+        return (bits >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
 
 
 class GeneBag(nn.Module):

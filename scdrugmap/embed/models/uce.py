@@ -152,8 +152,9 @@ class UCETokenizer:
         known.eliminate_zeros()
         known.sort_indices()
         per_cell = np.diff(known.indptr)
-        if (per_cell == 0).any():
-            return _with_empty_cells(self(counts[per_cell > 0], genes), per_cell > 0)
+        nonempty = per_cell > 0
+        if not nonempty.all():
+            known, per_cell = known[nonempty], per_cell[nonempty]
         expressed = CellGenes(
             tokens[known.indices],
             known.data,
@@ -162,7 +163,8 @@ class UCETokenizer:
         )
         seeds = cell_seeds(expressed, self.seed)
         picked = known.indices[self.sample(expressed, seeds)]
-        return self._frame(picked, tokens, chroms, starts, seeds)
+        sentences = self._frame(picked, tokens, chroms, starts, seeds)
+        return sentences if nonempty.all() else _with_empty_cells(sentences, nonempty)
 
     def _frame(
         self,
