@@ -14,7 +14,7 @@ adapter matrix received gradient. At the first step only the B matrices can
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,7 +35,7 @@ class LoraSettings:
     targets: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict:
-        return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout, "targets": self.targets}
+        return asdict(self)
 
 
 def adaptable_names(model: nn.Module) -> set[str]:

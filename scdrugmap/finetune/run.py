@@ -143,11 +143,11 @@ def _save_fold(
 
 
 def _embed_with_adapters(
-    store, request: FinetuneRequest, embedder, base, work: Path, plan, dataset_ids
+    store, request: FinetuneRequest, embedder, work: Path, plan, dataset_ids
 ) -> None:
     """Each fold's adapter, folded into a copy of the base, embeds the data sets; the
     embedding's load recipe names the adapter, so `predict` can fold it in again."""
-    settings, recipe = embedder.settings, embedder.load_recipe
+    base, settings, recipe = embedder.model, embedder.settings, embedder.load_recipe
     for fold in plan.folds:
         folder = work / f"fold{fold.index}"
         embedder.model = merge_adapter(copy.deepcopy(base), folder / ADAPTER_DIR)
@@ -243,9 +243,7 @@ def finetune(store, request: FinetuneRequest, show_progress: bool = False) -> Ru
         predictions.append(fold_predictions)
     embedder.model = base
     if request.embed_as is not None:
-        _embed_with_adapters(
-            store, request, embedder, base, work, plan, sorted(set(datasets.tolist()))
-        )
+        _embed_with_adapters(store, request, embedder, work, plan, sorted(set(datasets.tolist())))
         params["embedded_as"] = [f"{request.embed_as}.fold{f.index}" for f in plan.folds]
     identity = RunIdentity(
         run_id,

@@ -139,21 +139,24 @@ def train_fold(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         head = ResponseHead(int(embedder.dim)).to(device)
-    sample = np.random.default_rng(settings.seed).permutation(train)[:STANDARDISE_CELLS]
-    embedder.model.eval()
-    head.standardise_with(to_device(source.embed(embedder, sample), device))
     parameters = [*adapter_parameters(model).values(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr)
     precision = embedder.settings.get("precision", "float32")
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision == "float16")
     watch = GradientWatch(model)
     weights = class_weights(labels[train])
+    device_weights = weights.to(device)
     targets = torch.from_numpy(labels.astype(np.int64))
     work_dir.mkdir(parents=True, exist_ok=True)
     progress_path = work_dir / PROGRESS_FILE
     state = FoldState()
     if progress_path.exists():
+        # The head's standardisation comes back with its saved state.
         state = _resume(progress_path, model, head, optimizer)
+    else:
+        sample = np.random.default_rng(settings.seed).permutation(train)[:STANDARDISE_CELLS]
+        embedder.model.eval()
+        head.standardise_with(to_device(source.embed(embedder, sample), device))
     total = len(train) * max(settings.epochs - state.epoch, 0)
     with progress_bar(show_progress, total, f"fine-tuning {embedder.name}") as advance:
         while state.epoch < settings.epochs and state.epochs_without_gain < settings.patience:
@@ -169,9 +172,7 @@ def train_fold(
                 counts, genes, ordered = source.counts(cells)
                 batch = embedder.tokenize(counts, genes)
                 logits = head(embedder.encode(batch, np.arange(len(ordered)))).float()
-                loss = F.cross_entropy(
-                    logits, targets[ordered].to(device), weight=weights.to(device)
-                )
+                loss = F.cross_entropy(logits, targets[ordered].to(device), weight=device_weights)
                 scaler.scale(loss / settings.accumulate).backward()
                 if (step + 1) % settings.accumulate == 0 or step == len(batches) - 1:
                     scaler.unscale_(optimizer)
