@@ -67,6 +67,7 @@ def test_every_adapter_trains_and_the_base_stays_frozen(
     }
     adapters = adapter_parameters(embedder.model)
     assert adapters and all("lora_A" in n or "lora_B" in n for n in adapters)
+    assert set(frozen) == {n for n, _ in embedder.model.named_parameters()} - set(adapters)
     head = ResponseHead(int(embedder.dim))
     optimizer = torch.optim.AdamW([*adapters.values(), *head.parameters()], lr=1e-2)
     watch = GradientWatch(embedder.model)
@@ -92,14 +93,17 @@ def test_merged_adapters_embed_as_unmerged(
     model: str, tmp_path: Path, shared_dir: Path, pc9_control: SourceTable
 ) -> None:
     embedder = _load(model, tmp_path / model, shared_dir, pc9_control)
+    batch = embedder.tokenize(pc9_control.counts[:N_CELLS], pc9_control.genes)
+    embedder.model.eval()
+    base = embedder.embed(batch)
     targets = resolve_targets(embedder.model, (), embedder.lora_targets)
     embedder.model = attach_lora(embedder.model, LoraSettings(targets=targets), targets)
     generator = torch.Generator().manual_seed(0)
     for parameter in adapter_parameters(embedder.model).values():
         parameter.data = 0.1 * torch.randn(parameter.shape, generator=generator)
-    batch = embedder.tokenize(pc9_control.counts[:N_CELLS], pc9_control.genes)
     embedder.model.eval()
     unmerged = embedder.embed(batch)
+    assert np.abs(unmerged - base).max() > 1e-3  # the adapters change the embedding
     embedder.model = embedder.model.merge_and_unload()
     assert not adapter_parameters(embedder.model)
     np.testing.assert_allclose(embedder.embed(batch), unmerged, atol=1e-5)

@@ -16,6 +16,7 @@ from scdrugmap.finetune.lora import LoraSettings, attach_lora
 from scdrugmap.finetune.run import FinetuneRequest, carve_validation
 from scdrugmap.finetune.train import TrainSettings, train_fold
 from scdrugmap.predict.train import load_predictor
+from scdrugmap.progress import progress_to
 from scdrugmap.store.store import Store
 from tests.cellplm_checkpoint import VERSION, write_cellplm_checkpoint
 from tests.store_builders import synthetic_store
@@ -61,15 +62,19 @@ def run(store: Store, checkpoint: Path):
     return store.finetune(_request(checkpoint))
 
 
-def _fold_dirs(store: Store) -> list[Path]:
-    return sorted((store.path / "finetune").glob("*/fold*"))
+def _fold_dirs(store: Store, run) -> list[Path]:
+    """The run's own fold folders, both of them (a loop over none would check nothing)."""
+    params = store.query("SELECT params FROM runs WHERE run_id = ?", [run.run_id])["params"][0]
+    folders = sorted((store.path / json.loads(params)["work_dir"]).glob("fold*"))
+    assert len(folders) == 2
+    return folders
 
 
 def test_loss_falls_and_held_out_cells_beat_chance(store: Store, run) -> None:
     pooled = run.results[run.results["scope"] == "pooled"].set_index(["fold", "metric"])["value"]
     assert pooled.xs("auroc", level="metric").mean() > 0.75
     assert pooled.xs("f1_sensitive", level="metric").mean() > 0.7
-    for folder in _fold_dirs(store):
+    for folder in _fold_dirs(store, run):
         history = json.loads((folder / "scdrugmap.json").read_text())["history"]
         assert history[-1]["train_loss"] < history[0]["train_loss"]
 
@@ -87,7 +92,7 @@ def test_results_sit_beside_frozen_runs_with_adapters_kept(store: Store, run, ch
     }
     assert len(params["lora_modules"]) == 6 and params["lora_modules_left_out"] == []
     assert set(store.results()["classifier"]) == {"lora-mlp"}
-    for folder in _fold_dirs(store):
+    for folder in _fold_dirs(store, run):
         adapter = folder / "adapter"
         assert (adapter / "adapter_model.safetensors").is_file()
         assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
@@ -100,7 +105,7 @@ def test_no_adapter_was_trained_on_a_cell_it_scored(store: Store, run) -> None:
     scored = store.query(
         f"SELECT fold, dataset_id, cell_index FROM predictions WHERE run_id = '{run.run_id}'"
     )
-    for folder in _fold_dirs(store):
+    for folder in _fold_dirs(store, run):
         fold = int(folder.name.removeprefix("fold"))
         trained = np.load(folder / "trained_cells.npz")
         trained_keys = set(zip(trained["dataset_id"].tolist(), trained["cell_index"].tolist()))
@@ -115,6 +120,7 @@ def test_validation_cells_come_from_the_training_fold_by_sample() -> None:
     datasets = np.full(60, "d1")
     train = np.arange(60)[samples != "f"]
     kept, validation = carve_validation(train, labels, samples, datasets, seed=0)
+    assert len(kept) and len(validation)
     assert set(kept) | set(validation) == set(train) and not set(kept) & set(validation)
     assert not set(samples[kept]) & set(samples[validation])
 
@@ -128,7 +134,7 @@ def test_an_empty_or_one_class_training_fold_is_refused() -> None:
 
 
 def test_a_rerun_reuses_finished_folds(store: Store, checkpoint: Path, run) -> None:
-    adapters = [f / "adapter" / "adapter_model.safetensors" for f in _fold_dirs(store)]
+    adapters = [f / "adapter" / "adapter_model.safetensors" for f in _fold_dirs(store, run)]
     stamps = [p.stat().st_mtime_ns for p in adapters]
     again = store.finetune(_request(checkpoint))
     assert [p.stat().st_mtime_ns for p in adapters] == stamps
@@ -165,13 +171,17 @@ def test_training_resumed_after_an_epoch_ends_as_an_unbroken_run(
     settings = TrainSettings(epochs=2, lr=1e-3, batch_size=16, patience=5)
     unbroken = trained(settings, tmp_path / "unbroken")
     trained(TrainSettings(epochs=1, lr=1e-3, batch_size=16, patience=5), tmp_path / "resumed")
-    resumed = trained(settings, tmp_path / "resumed")
+    heard = []
+    with progress_to(lambda *event: heard.append(event)):
+        resumed = trained(settings, tmp_path / "resumed")
+    # Only the second epoch was left to train: the first came back from the saved state.
+    assert {total for name, _, total, _ in heard if name.startswith("fine-tuning")} == {len(train)}
     for key, value in unbroken.items():
         torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_requests_are_refused_before_anything_is_written(
-    store: Store, checkpoint: Path, tmp_path: Path
+    store: Store, checkpoint: Path, run, tmp_path: Path
 ) -> None:
     before = store.query("SELECT count(*) AS n FROM runs")["n"][0]
     work_dirs = set((store.path / "finetune").iterdir())
