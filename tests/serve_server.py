@@ -13,8 +13,10 @@ from pathlib import Path
 
 import httpx
 
+from scdrugmap.data.prepare import IngestOptions, prepare_dataset
+from scdrugmap.errors import InputError
 from scdrugmap.store.store import Store
-from tests.store_builders import synthetic_store
+from tests.store_builders import store_with_pca_run
 from tests.synthetic import counts_matrix, write_genes_by_cells
 
 PREDICTOR = "pca-logreg"
@@ -29,11 +31,21 @@ def free_port() -> int:
 
 def store_with_predictor(root: Path) -> Store:
     """Two labelled data sets embedded with PCA, cross-validated, and a logreg predictor."""
-    store = synthetic_store(root, n_datasets=2, cells_per_sample=30)
-    store.embed("pca", n_components=8)
-    store.evaluate("pca", "logreg", "pooled", n_folds=2)
+    store, _ = store_with_pca_run(root)
     store.train_predictor("pca", "logreg", PREDICTOR)
     return store
+
+
+def negative_counts_table(folder: Path, name: str) -> tuple[Path, str]:
+    """A table with a negative count, and the message `ingest` gives for it, naming the
+    file as the user gave it (without its folder)."""
+    path = folder / name
+    path.write_text("GENE\tc1\tc2\nGENE0000\t1\t-3\n")
+    try:
+        prepare_dataset([path], IngestOptions("anything"))
+    except InputError as error:
+        return path, str(error).replace(f"{folder}/", "")
+    raise AssertionError(f"{path} was accepted by ingest")
 
 
 def patient_table(path: Path, resistant: bool, n_cells: int = 40, seed: int = 70) -> Path:

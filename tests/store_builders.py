@@ -65,3 +65,11 @@ def synthetic_store(
             fold_change=fold_change,
         )
     return store
+
+
+def store_with_pca_run(root: Path):
+    """Two labelled data sets (240 cells) embedded with PCA and cross-validated with logreg
+    (pooled, 2 folds); returns the store and that run's record."""
+    store = synthetic_store(root, n_datasets=2, cells_per_sample=30)
+    store.embed("pca", n_components=8)
+    return store, store.evaluate("pca", "logreg", "pooled", n_folds=2)

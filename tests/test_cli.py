@@ -15,12 +15,18 @@ import pytest
 from tests.synthetic import counts_matrix, write_genes_by_cells
 
 
-def cli(*args: str, store: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, store: Path | None = None, check: bool = True, timeout: float | None = None
+) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "scdrugmap.cli"]
     if store is not None:
         command += ["--store", str(store)]
     result = subprocess.run(
-        [*command, *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}: {result.stderr}")

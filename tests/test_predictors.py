@@ -16,18 +16,18 @@ from scdrugmap.errors import InputError, StoreError
 from scdrugmap.predict.predict import Predictions, write_predictions
 from scdrugmap.predict.train import load_predictor, predictor_path
 from scdrugmap.store.store import Store
-from tests.store_builders import synthetic_store
+from tests.store_builders import store_with_pca_run, synthetic_store
 from tests.synthetic import counts_matrix, write_genes_by_cells
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Store:
-    built = synthetic_store(
-        tmp_path_factory.mktemp("predictors"), n_datasets=2, cells_per_sample=30
-    )
-    built.embed("pca", n_components=8)
-    built.evaluate("pca", "logreg", "pooled", n_folds=2)
-    return built
+def built(tmp_path_factory):
+    return store_with_pca_run(tmp_path_factory.mktemp("predictors"))
+
+
+@pytest.fixture(scope="module")
+def store(built) -> Store:
+    return built[0]
 
 
 def _holds_no_pickle(folder) -> None:
@@ -55,14 +55,17 @@ def test_a_saved_predictor_gives_the_fitted_models_probabilities(store: Store, c
     _holds_no_pickle(predictor_path(store, f"pca-{classifier}"))
 
 
-def test_the_record_carries_provenance_and_cross_validated_metrics(store: Store) -> None:
+def test_the_record_carries_provenance_and_cross_validated_metrics(store: Store, built) -> None:
     record = store.train_predictor("pca", "logreg", "with-metrics")
     assert record["n_cells"] == 240 and record["n_sensitive"] == 120
     embedding = record["embedding"]
     assert embedding["model"] == "pca" and embedding["dataset_ids"] == ["ds0", "ds1"]
     assert len(embedding["settings_hash"]) == 16
     checked = record["cross_validated"]
-    assert checked["split"] == "pooled" and 0 <= checked["metrics"]["auroc"] <= 1
+    run = built[1]
+    pooled = run.results[(run.results["scope"] == "pooled") & (run.results["metric"] == "auroc")]
+    assert checked["run_id"] == run.run_id and checked["split"] == "pooled"
+    assert checked["metrics"]["auroc"] == pytest.approx(pooled["value"].mean())
     assert store.train_predictor("pca", "knn", "no-run")["cross_validated"] is None
     cells = np.load(predictor_path(store, "with-metrics") / "cells.npz", allow_pickle=False)
     assert len(cells["cell_index"]) == 240
@@ -127,7 +130,7 @@ def test_a_bad_file_leaves_the_store_as_it_was(store: Store, tmp_path) -> None:
     before = sorted(store.dataset_ids())
     broken = tmp_path / "broken.tsv"
     broken.write_text("GENE\tc1\tc2\nGENE0000\t1\t-3\n")
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="negative values"):
         store.predict("guarded", [broken], dataset_id="broken")
     unknown = tmp_path / "unknown.tsv"
     write_genes_by_cells(unknown, counts_matrix(5, False, 1), genes=[f"X{i}" for i in range(300)])

@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scdrugmap.data.prepare import IngestOptions, prepare_dataset
-from scdrugmap.errors import InputError
 from scdrugmap.predict.train import load_predictor
 from scdrugmap.store.store import Store
 from tests.data_files import write_10x_h5, write_h5ad
 from tests.serve_server import (
     PREDICTOR,
+    negative_counts_table,
     patient_table,
     running_server,
     store_with_predictor,
@@ -145,16 +144,13 @@ def test_a_10x_h5_upload_is_predicted(client, tmp_path) -> None:
 def test_a_bad_file_fails_with_the_ingest_message_and_changes_nothing(
     client, store: Store, tmp_path
 ) -> None:
-    broken = tmp_path / "broken.tsv"
-    broken.write_text("GENE\tc1\tc2\nGENE0000\t1\t-3\n")
-    with pytest.raises(InputError) as ingest_error:
-        prepare_dataset([broken], IngestOptions("anything"))
+    broken, ingest_message = negative_counts_table(tmp_path, "broken.tsv")
     before = tree_digest(store.path)
     response = _upload(client, broken)
     assert response.status_code == 202
     job = wait_for_job(client, response.json()["id"])
     assert job["state"] == "failed"
-    assert job["error"] == str(ingest_error.value).replace(f"{tmp_path}/", "")
+    assert job["error"] == ingest_message
     assert job["error"].startswith("broken.tsv: negative values")
     assert tree_digest(store.path) == before
     assert client.get(f"/api/jobs/{job['id']}/cells.json").status_code == 409
@@ -318,9 +314,11 @@ def test_a_token_is_required_on_every_request(store: Store, tmp_path) -> None:
 
 
 def test_serving_beyond_this_machine_needs_a_token(store: Store) -> None:
-    refused = cli("serve", "--host", "0.0.0.0", "--port", "9", store=store.path, check=False)
+    # A time limit, so a server that wrongly started fails the test instead of hanging it.
+    args = {"store": store.path, "check": False, "timeout": 60}
+    refused = cli("serve", "--host", "0.0.0.0", "--port", "9", **args)
     assert refused.returncode != 0 and "--token" in refused.stderr
-    short = cli("serve", "--token", "short", "--port", "9", store=store.path, check=False)
+    short = cli("serve", "--token", "short", "--port", "9", **args)
     assert short.returncode != 0 and "at least 16" in short.stderr
 
 
