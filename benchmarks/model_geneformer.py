@@ -10,35 +10,22 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import BertConfig, BertForMaskedLM
 
 from benchmarks.timing import print_skipped, print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.geneformer import GeneformerEmbedder, GeneformerTokenizer
+from tests.geneformer_checkpoint import write_geneformer_checkpoint
 
 SHARED = Path(__file__).parents[1].parent / "shared"
 VOCAB = SHARED / "vocab" / "geneformer_v1"
 CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
-
-
-def small_checkpoint(folder: Path) -> Path:
-    for name in ("token_dictionary.pkl", "gene_median_dictionary.pkl", "gene_name_id_dict.pkl"):
-        shutil.copy(VOCAB / name, folder / name)
-    settings = json.loads((VOCAB / "config.json").read_text())
-    settings.update(num_hidden_layers=2, hidden_size=64, num_attention_heads=4)
-    settings.update(intermediate_size=128)
-    torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(**settings)).save_pretrained(folder)
-    return folder
 
 
 def reference_rate(reference: Path, tokenizer: GeneformerTokenizer, counts, genes) -> float:
@@ -74,7 +61,7 @@ def main() -> None:
     table = read_matrix_file(CELLS)
     counts, genes = table.counts[: args.cells], table.genes
     with tempfile.TemporaryDirectory() as scratch:
-        embedder = GeneformerEmbedder.load(small_checkpoint(Path(scratch)))
+        embedder = GeneformerEmbedder.load(write_geneformer_checkpoint(Path(scratch) / "gf", VOCAB))
         batch, ours = time_tokenise(embedder, counts, genes)
         reference = Path(args.reference) / "geneformer" / "tokenizer.py" if args.reference else None
         if reference is not None and reference.is_file():

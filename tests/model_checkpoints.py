@@ -12,14 +12,12 @@ from tests.celllm_checkpoint import write_celllm_checkpoint
 from tests.cellplm_checkpoint import write_cellplm_checkpoint
 from tests.data_files import top_expressed_genes
 from tests.geneformer_checkpoint import write_geneformer_checkpoint
-from tests.performer_checkpoint import SMALL as PERFORMER
+from tests.performer_checkpoint import SHAPE as PERFORMER_SHAPE
 from tests.scbert_checkpoint import write_scbert_checkpoint
 from tests.scfoundation_checkpoint import write_scfoundation_checkpoint
 from tests.scgpt_checkpoint import write_scgpt_checkpoint
 from tests.tgpt_checkpoint import write_tgpt_checkpoint
 from tests.uce_checkpoint import write_uce_checkpoint
-
-PERFORMER_SHAPE = {"heads": PERFORMER["heads"], "dim_head": PERFORMER["dim_head"]}
 
 Builder = Callable[[Path, Path, SourceTable], tuple[Path, dict]]
 

@@ -13,6 +13,9 @@ import numpy as np
 import torch
 
 SMALL = {"dim": 32, "depth": 2, "heads": 2, "dim_head": 16}
+# The attention shape a loader is told (`--param heads=... dim_head=...`): the published
+# checkpoints do not record it.
+SHAPE = {"heads": SMALL["heads"], "dim_head": SMALL["dim_head"]}
 
 
 def random_performer_state(

@@ -20,12 +20,12 @@ from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.celllm import CellLMEmbedder
 from scdrugmap.errors import InputError
 from scdrugmap.store.store import Store
-from tests.celllm_checkpoint import SMALL, write_celllm_checkpoint
+from tests.celllm_checkpoint import write_celllm_checkpoint
 from tests.data_files import top_expressed_genes, write_sample
+from tests.performer_checkpoint import SHAPE
 
 ROWS = np.r_[0:3, 3000:3027]
 N_CELLS = len(ROWS)
-SHAPE = {"heads": SMALL["heads"], "dim_head": SMALL["dim_head"]}
 
 
 @pytest.fixture(scope="module")

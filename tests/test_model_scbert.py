@@ -22,11 +22,11 @@ from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.errors import InputError
 from scdrugmap.store.store import Store
 from tests.data_files import top_expressed_genes, write_sample
-from tests.scbert_checkpoint import SMALL, write_scbert_checkpoint
+from tests.performer_checkpoint import SHAPE
+from tests.scbert_checkpoint import write_scbert_checkpoint
 
 ROWS = np.r_[0:3, 3000:3027]
 N_CELLS = len(ROWS)
-SHAPE = {"heads": SMALL["heads"], "dim_head": SMALL["dim_head"]}
 
 
 @pytest.fixture(scope="module")
