@@ -287,8 +287,12 @@ def finish_run(
     seconds: float,
     results: list[dict],
     predictions: list[pd.DataFrame],
+    *,
+    split_note: str | None = None,
+    extra: dict[str, pd.DataFrame] | None = None,
 ) -> RunRecord:
-    """Save the split and write the run, its metrics and predictions in one transaction."""
+    """Save the split and write the run, its metrics and predictions in one transaction;
+    `extra` tables (zero-shot failures, say) are written in the same transaction."""
     split_id = _split_id(plan, cells)
     _save_split(store.path, split_id, plan, cells)
     run = {
@@ -313,9 +317,10 @@ def finish_run(
     write_run(
         store.catalog_path,
         run,
-        split_record(split_id, plan, len(cells), identity.where),
+        split_record(split_id, plan, len(cells), identity.where, note=split_note),
         results_frame,
         pd.concat(predictions, ignore_index=True),
+        extra=extra,
     )
     return RunRecord(
         identity.run_id,

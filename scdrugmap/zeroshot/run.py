@@ -32,16 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from scdrugmap.classify.evaluate import (
-    RunRecord,
-    _metric_rows,
-    _save_split,
-    _split_id,
-    split_record,
-    write_run,
-)
+from scdrugmap.classify.evaluate import RunIdentity, RunRecord, _metric_rows, finish_run
 from scdrugmap.classify.splits import Fold, SplitPlan
-from scdrugmap.embed.provenance import canonical_json, package_versions, utc_now
+from scdrugmap.embed.provenance import utc_now
 from scdrugmap.errors import InputError
 from scdrugmap.progress import progress_bar
 from scdrugmap.zeroshot.client import ChatClient
@@ -278,9 +271,6 @@ def run_zeroshot(
         "from hard calls (prob_sensitive 1 or 0)"
     )
     plan = SplitPlan("zero-shot", [fold], True, note, {"selection": where, "seed": settings.seed})
-    split_id = _split_id(plan, cells)
-    _save_split(store.path, split_id, plan, cells)
-    seconds = time.perf_counter() - started
     params = {
         "url": client.shown_endpoint,
         "model": client.model,
@@ -294,49 +284,25 @@ def run_zeroshot(
         "max_cells": settings.max_cells,
         "include_unlabelled": settings.include_unlabelled,
     }
-    run = {
-        "run_id": run_id,
-        "kind": "zeroshot",
-        "embedding": f"text:{client.model}",
-        "classifier": "chat-zeroshot",
-        "split": "zero-shot",
-        "split_id": split_id,
-        "selection": where,
-        "seed": settings.seed,
-        "params": canonical_json(params),
-        "n_cells": n,
-        "n_folds": 1,
-        "cell_level": True,
-        "note": note,
-        "seconds": seconds,
-        "versions": canonical_json(package_versions()),
-        "created_at": utc_now(),
-    }
-    split_row = split_record(
-        split_id,
-        plan,
-        n,
-        where,
-        note="one fold: every selected cell is a test cell; nothing is trained",
-    )
-    results_frame = pd.DataFrame(results)
-    write_run(
-        store.catalog_path,
-        run,
-        split_row,
-        results_frame,
-        predictions,
-        extra={"zeroshot_failures": failures},
-    )
-    return ZeroShotRecord(
+    identity = RunIdentity(
         run_id,
-        run["embedding"],
+        "zeroshot",
+        f"text:{client.model}",
         "chat-zeroshot",
         "zero-shot",
-        n,
-        True,
-        note,
-        seconds,
-        results_frame,
-        n_failed,
+        where,
+        settings.seed,
+        params,
     )
+    record = finish_run(
+        store,
+        identity,
+        plan,
+        cells,
+        time.perf_counter() - started,
+        results,
+        [predictions],
+        split_note="one fold: every selected cell is a test cell; nothing is trained",
+        extra={"zeroshot_failures": failures},
+    )
+    return ZeroShotRecord(**vars(record), n_unclassified=n_failed)
