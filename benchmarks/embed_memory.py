@@ -9,41 +9,13 @@ memory. Bounded streaming shows as a flat line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import psutil
-
 from benchmarks.synthetic_store import counts_store
-
-
-def peak_rss_mib(args: list[str]) -> tuple[float, float]:
-    """Peak resident memory of a fresh `scdrugmap` process, sampled every 10 ms.
-
-    Sampled rather than read from getrusage: on Linux a child's ru_maxrss
-    starts from its parent's high-water mark, and the parent here holds the
-    generated data set.
-    """
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scdrugmap.cli", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    watched = psutil.Process(process.pid)
-    peak = 0
-    while process.poll() is None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            peak = max(peak, watched.memory_info().rss)
-        time.sleep(0.01)
-    if process.returncode != 0:
-        raise RuntimeError(process.stderr.read().decode())
-    return peak / 2**20, time.perf_counter() - started
+from benchmarks.timing import peak_rss_mib
 
 
 def main() -> None:
@@ -56,8 +28,11 @@ def main() -> None:
         root = Path(tempfile.mkdtemp())
         try:
             store = counts_store(root / "store", size, args.genes)
-            rss, seconds = peak_rss_mib(
+            rss, seconds, _ = peak_rss_mib(
                 [
+                    sys.executable,
+                    "-m",
+                    "scdrugmap.cli",
                     "--store",
                     str(store.path),
                     "embed",

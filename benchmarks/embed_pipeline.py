@@ -6,13 +6,14 @@ Run as `python -m benchmarks.embed_pipeline [--cells 2000] [--models scgpt,tgpt]
 thread, batches bucketed by length within a token budget, a background writer. The
 reference-style loop is what the published scripts do: read a chunk, tokenise it,
 embed fixed batches of 64 cells in file order (no bucketing), write synchronously.
-Each (model, way) runs in its own process; peak RSS is sampled every 10 ms.
+Each (model, way) runs in its own process on a store and checkpoint the parent built
+once, so its peak RSS (its resident high-water mark) is the embedding's, not reading
+PC9's.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
@@ -21,79 +22,64 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
+from benchmarks.pc9 import CELLS, SHARED, pc9_store
+from benchmarks.timing import own_peak_resident_mib
 from tests.model_checkpoints import SMALL_CHECKPOINTS
 
-SHARED = Path(__file__).parents[1].parent / "shared"
-CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
 REFERENCE_BATCH = 64
 CHUNK = 1000
 
 
-def _setup(scratch: Path, model: str, n_cells: int):
-    from scdrugmap.data.prepare import IngestOptions
-    from scdrugmap.data.readers import read_matrix_file
-    from scdrugmap.store.store import Store
-    from tests.data_files import write_sample
-
-    table = read_matrix_file(CELLS)
-    checkpoint, options = SMALL_CHECKPOINTS[model](scratch / model, SHARED, table)
-    store = Store(scratch / "store")
-    sample = write_sample(scratch / "cells.tsv", table.counts[:n_cells], table.genes, "a")
-    store.ingest([sample], IngestOptions("pc9", samples=["a"], labels=["sensitive"]))
-    return store, checkpoint, options
-
-
-def run_one(model: str, way: str, n_cells: int, device: str) -> float:
-    """Cells/s of one way of embedding a stored data set with a loaded model; ours includes
-    its per-run work (vocabulary coverage check, catalog records)."""
+def run_one(
+    model: str, way: str, store_path: Path, checkpoint: Path, options: dict, device: str
+) -> float:
+    """Cells/s of one way of embedding the stored data set with a loaded model; ours
+    includes its per-run work (vocabulary coverage check, catalog records)."""
     import torch
 
     from scdrugmap.embed.registry import get_model
     from scdrugmap.store.embedding_array import EmbeddingArray
+    from scdrugmap.store.store import Store
 
-    with tempfile.TemporaryDirectory() as scratch:
-        store, checkpoint, options = _setup(Path(scratch), model, n_cells)
-        embedder = get_model(model).load_class().load(checkpoint, device=device, **options)
-        started = time.perf_counter()
-        if way == "ours":
-            store.embed_with(embedder, "ours", ["pc9"], chunk_size=CHUNK, min_coverage=0)
-            return n_cells / (time.perf_counter() - started)
-        reader = store.reader("pc9")
-        array = EmbeddingArray.create(
-            Path(scratch) / "plain.zarr",
-            n_cells=n_cells,
-            dim=int(embedder.dim),
-            chunk_size=CHUNK,
-            dtype="float32",
-            attrs={},
-        )
-        for chunk, (start, stop, counts) in enumerate(reader.iter_chunks(CHUNK)):
-            batch = embedder.tokenize(counts, reader.gene_ids)
-            rows = []
-            with torch.inference_mode():
-                for first in range(0, stop - start, REFERENCE_BATCH):
-                    cells = np.arange(first, min(first + REFERENCE_BATCH, stop - start))
-                    rows.append(embedder.encode(batch, cells).float().cpu().numpy())
-            array.write_chunk(chunk, np.vstack(rows), np.ones(stop - start, dtype=np.float32))
-        return n_cells / (time.perf_counter() - started)
+    store = Store(store_path)
+    reader = store.reader("pc9")
+    embedder = get_model(model).load_class().load(checkpoint, device=device, **options)
+    started = time.perf_counter()
+    if way == "ours":
+        store.embed_with(embedder, f"ours-{model}", ["pc9"], chunk_size=CHUNK, min_coverage=0)
+        return reader.n_cells / (time.perf_counter() - started)
+    array = EmbeddingArray.create(
+        store_path.parent / f"plain-{model}.zarr",
+        n_cells=reader.n_cells,
+        dim=int(embedder.dim),
+        chunk_size=CHUNK,
+        dtype="float32",
+        attrs={},
+    )
+    for chunk, (start, stop, counts) in enumerate(reader.iter_chunks(CHUNK)):
+        batch = embedder.tokenize(counts, reader.gene_ids)
+        rows = []
+        with torch.inference_mode():
+            for first in range(0, stop - start, REFERENCE_BATCH):
+                cells = np.arange(first, min(first + REFERENCE_BATCH, stop - start))
+                rows.append(embedder.encode(batch, cells).float().cpu().numpy())
+        array.write_chunk(chunk, np.vstack(rows), np.ones(stop - start, dtype=np.float32))
+    return reader.n_cells / (time.perf_counter() - started)
 
 
-def measured(model: str, way: str, n_cells: int, device: str) -> tuple[float, float]:
+def measured(
+    model: str, way: str, store: Path, checkpoint: Path, options: dict, device: str
+) -> tuple[float, float]:
     """(cells/s, peak RSS MiB) of a fresh process."""
     command = [sys.executable, "-m", "benchmarks.embed_pipeline", "--one", f"{model}:{way}"]
-    command += ["--cells", str(n_cells), "--device", device]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watched, peak = psutil.Process(process.pid), 0
-    while process.poll() is None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            peak = max(peak, watched.memory_info().rss)
-        time.sleep(0.01)
-    out, err = process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"{model} {way}: {err.strip().splitlines()[-1]}")
-    return json.loads(out.strip().splitlines()[-1])["cells_per_second"], peak / 2**20
+    command += ["--store", str(store), "--checkpoint", str(checkpoint)]
+    command += ["--options", json.dumps(options, default=str), "--device", device]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{model} {way}: {done.stderr.strip().splitlines()[-1]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    return row["cells_per_second"], row["peak_mib"]
 
 
 def main() -> None:
@@ -102,28 +88,43 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(sorted(SMALL_CHECKPOINTS)))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         model, way = args.one.split(":")
-        rate = run_one(model, way, args.cells, args.device)
-        print(json.dumps({"cells_per_second": rate}))
+        options = json.loads(args.options)
+        rate = run_one(model, way, args.store, args.checkpoint, options, args.device)
+        print(json.dumps({"cells_per_second": rate, "peak_mib": own_peak_resident_mib()}))
         return
+    from scdrugmap.data.readers import read_matrix_file
+
     print(
         f"{args.cells} PC9 cells, small random checkpoints, {args.device}; "
         f"reference-style: batches of {REFERENCE_BATCH} in file order, synchronous writes"
     )
-    for model in args.models.split(","):
-        try:
-            ours, ours_rss = measured(model, "ours", args.cells, args.device)
-            plain, plain_rss = measured(model, "plain", args.cells, args.device)
-        except RuntimeError as error:
-            print(f"  {model}: failed ({error})")
-            continue
-        print(
-            f"  {model:<12} ours {ours:8,.0f} cells/s ({ours_rss:5,.0f} MiB)   "
-            f"reference-style {plain:8,.0f} cells/s ({plain_rss:5,.0f} MiB)   "
-            f"{ours / plain:4.1f}x"
-        )
+    table = read_matrix_file(CELLS)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = pc9_store(Path(scratch), table, args.cells)
+        for model in args.models.split(","):
+            checkpoint, options = SMALL_CHECKPOINTS[model](Path(scratch) / model, SHARED, table)
+            try:
+                ours, ours_rss = measured(
+                    model, "ours", store.path, checkpoint, options, args.device
+                )
+                plain, plain_rss = measured(
+                    model, "plain", store.path, checkpoint, options, args.device
+                )
+            except RuntimeError as error:
+                print(f"  {model}: failed ({error})")
+                continue
+            print(
+                f"  {model:<12} ours {ours:8,.0f} cells/s ({ours_rss:5,.0f} MiB)   "
+                f"reference-style {plain:8,.0f} cells/s ({plain_rss:5,.0f} MiB)   "
+                f"{ours / plain:4.1f}x",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

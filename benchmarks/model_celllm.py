@@ -19,14 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.pc9 import CELLS
 from benchmarks.timing import print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.celllm import CellLMEmbedder
 from scdrugmap.embed.panel import log2_per_10k
 from tests.celllm_checkpoint import SMALL, write_celllm_checkpoint
-
-SHARED = Path(__file__).parents[1].parent / "shared"
-CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
 
 
 def reference_rate(embedder: CellLMEmbedder, counts, genes) -> float:

@@ -20,13 +20,11 @@ from pathlib import Path
 import torch
 from scipy import sparse
 
+from benchmarks.pc9 import CELLS, SHARED
 from benchmarks.timing import print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.cellplm import CellPLMEmbedder
 from tests.cellplm_checkpoint import PUBLISHED, SMALL, write_cellplm_checkpoint
-
-SHARED = Path(__file__).parents[1].parent / "shared"
-CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
 
 
 def reference_rate(embedder: CellPLMEmbedder, counts, genes) -> float:

@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.pc9 import CELLS, SHARED
 from benchmarks.timing import print_skipped, print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.geneformer import GeneformerEmbedder, GeneformerTokenizer
 from tests.geneformer_checkpoint import write_geneformer_checkpoint
 
-SHARED = Path(__file__).parents[1].parent / "shared"
 VOCAB = SHARED / "vocab" / "geneformer_v1"
-CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
 
 
 def reference_rate(reference: Path, tokenizer: GeneformerTokenizer, counts, genes) -> float:

@@ -20,13 +20,11 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from benchmarks.pc9 import CELLS
 from benchmarks.timing import print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.scbert import ScBERTEmbedder
 from tests.scbert_checkpoint import SMALL, write_scbert_checkpoint
-
-SHARED = Path(__file__).parents[1].parent / "shared"
-CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
 
 
 def reference_rate(counts: sparse.csr_matrix, genes: list[str], panel: list[str]) -> float:

@@ -21,14 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.pc9 import CELLS, SHARED
 from benchmarks.timing import print_skipped, print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.scfoundation import ScFoundationEmbedder
 from tests.scfoundation_checkpoint import write_scfoundation_checkpoint
 
-SHARED = Path(__file__).parents[1].parent / "shared"
 PANEL = SHARED / "vocab" / "scfoundation" / "OS_scRNA_gene_index.19264.tsv"
-CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
 
 
 def reference_gather(reference: Path):

@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.pc9 import CELLS, SHARED
 from benchmarks.timing import print_skipped, print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.scgpt import ScGPTEmbedder
 from tests.scgpt_checkpoint import write_scgpt_checkpoint
 
-SHARED = Path(__file__).parents[1].parent / "shared"
 CENSUS = SHARED / "vocab" / "scgpt" / "default_census_vocab.json"
-CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
 
 
 def reference_collator(reference: Path, embedder: ScGPTEmbedder):

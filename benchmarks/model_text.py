@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.pc9 import CELLS
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.checkpoints import bundled_checkpoint
 from scdrugmap.embed.models.text import TextEmbedder
-
-SHARED = Path(__file__).parents[1].parent / "shared"
-CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
 
 
 def reference_rate(folder: Path, reference: Path, texts: list[str]) -> tuple[float, np.ndarray]:

@@ -22,14 +22,13 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from benchmarks.pc9 import CELLS, SHARED
 from benchmarks.timing import print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.tgpt import TGPTEmbedder
 from tests.tgpt_checkpoint import write_tgpt_checkpoint
 
-SHARED = Path(__file__).parents[1].parent / "shared"
 VOCAB = SHARED / "vocab" / "tgpt"
-CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
 
 
 def reference_rate(checkpoint: Path, counts, genes: list[str], n_genes: int) -> float:

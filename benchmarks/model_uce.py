@@ -21,13 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.pc9 import CELLS
 from benchmarks.timing import print_skipped, print_versus, time_embed, time_tokenise
 from scdrugmap.data.readers import read_matrix_file
 from scdrugmap.embed.models.uce import TOKENS, UCEEmbedder
 from tests.uce_checkpoint import write_uce_checkpoint
-
-SHARED = Path(__file__).parents[1].parent / "shared"
-CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
 
 
 def reference_rate(reference: Path, embedder: UCEEmbedder, counts, genes) -> float:

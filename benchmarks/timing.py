@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from scipy import sparse
@@ -65,3 +66,39 @@ def time_embed(embedder: Embedder, batch: Any, n_cells: int) -> float:
     twice; the line stays with each script, which alone knows its network's shape."""
     rate, _ = cells_per_second(lambda: embedder.embed(batch), n_cells)
     return rate
+
+
+def peak_rss_mib(command: Sequence[str]) -> tuple[float, float, str]:
+    """(peak resident MiB, seconds, stdout) of a fresh process, its memory sampled every 10 ms.
+
+    Sampled rather than read from getrusage: on Linux a child's ru_maxrss starts from its
+    parent's high-water mark, and a parent often holds the data the child works on.
+    """
+    import contextlib
+    import subprocess
+
+    import psutil
+
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    watched, peak = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            peak = max(peak, watched.memory_info().rss)
+        time.sleep(0.01)
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(err.strip().splitlines()[-1] if err.strip() else "failed")
+    return peak / 2**20, time.perf_counter() - started, out
+
+
+def own_peak_resident_mib() -> float:
+    """This process's peak resident memory since it started: VmHWM, which, unlike
+    getrusage's ru_maxrss, does not carry over the high-water mark of the parent that
+    spawned it, and needs no sampling thread competing with the work for the cores."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.pc9 import CELLS, SHARED, pc9_store
 from scdrugmap.embed.chunk_pipeline import chunk_source, run_chunks
 from scdrugmap.embed.registry import get_model
 from tests.model_checkpoints import SMALL_CHECKPOINTS
 
-SHARED = Path(__file__).parents[1].parent / "shared"
-CELLS = SHARED / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
 CHUNK = 500
 _worker_source = None
 
@@ -55,10 +54,7 @@ class ProcessPrepared:
 
 
 def main() -> None:
-    from scdrugmap.data.prepare import IngestOptions
     from scdrugmap.data.readers import read_matrix_file
-    from scdrugmap.store.store import Store
-    from tests.data_files import write_sample
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cells", type=int, default=3000)
@@ -70,10 +66,7 @@ def main() -> None:
         flush=True,
     )
     with tempfile.TemporaryDirectory() as scratch:
-        store = Store(Path(scratch) / "store")
-        sample = write_sample(Path(scratch) / "c.tsv", table.counts[: args.cells], table.genes, "a")
-        store.ingest([sample], IngestOptions("pc9", samples=["a"], labels=["sensitive"]))
-        reader = store.reader("pc9")
+        reader = pc9_store(Path(scratch), table, args.cells).reader("pc9")
         starts = range(0, args.cells, CHUNK)
         chunks = [(i, s, min(s + CHUNK, args.cells)) for i, s in enumerate(starts)]
         for model in args.models.split(","):
