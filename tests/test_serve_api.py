@@ -290,8 +290,13 @@ def test_finished_jobs_are_listed_again_after_a_restart(client, store: Store, tm
 def test_a_token_is_required_on_every_request(store: Store, tmp_path) -> None:
     upload = patient_table(tmp_path / "tokened.tsv", resistant=False)
     params = {"predictor": PREDICTOR, "filename": upload.name}
-    with running_server(store.path, env={"SCDRUGMAP_TOKEN": TOKEN}) as base:
-        bare = httpx.Client(base_url=base, timeout=60)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    with (
+        running_server(store.path, env={"SCDRUGMAP_TOKEN": TOKEN}) as base,
+        httpx.Client(base_url=base, timeout=60) as bare,
+        httpx.Client(base_url=base, timeout=60, headers=bearer) as authorised,
+        httpx.Client(base_url=base, timeout=60) as browser,
+    ):
         for path in ("/", "/api/datasets", "/api/openapi.json", "/static/app.js"):
             answer = bare.get(path)
             assert answer.status_code == 401 and "token" in answer.json()["detail"], path
@@ -300,13 +305,10 @@ def test_a_token_is_required_on_every_request(store: Store, tmp_path) -> None:
         assert wrong.status_code == 403
         assert bare.get("/api/datasets", params={"token": TOKEN[:-1]}).status_code == 403
 
-        bearer = {"Authorization": f"Bearer {TOKEN}"}
-        authorised = httpx.Client(base_url=base, timeout=60, headers=bearer)
         started = authorised.post("/api/jobs", params=params, content=upload.read_bytes())
         assert started.status_code == 202
         assert wait_for_job(authorised, started.json()["id"])["state"] == "done"
 
-        browser = httpx.Client(base_url=base, timeout=60)
         page = browser.get("/", params={"token": TOKEN})
         assert page.status_code == 200 and "<title>scdrugmap" in page.text
         assert browser.get("/api/datasets").status_code == 200  # by the cookie it was given
