@@ -11,7 +11,8 @@ import hashlib
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +21,12 @@ import pandas as pd
 
 from scdrugmap.classify.classifiers import make_classifier
 from scdrugmap.classify.metrics import compute_metrics
+from scdrugmap.classify.selection import (
+    LeftOut,
+    choose_for_embedding,
+    failed_cells,
+    leave_out,
+)
 from scdrugmap.classify.splits import SplitPlan, make_split
 from scdrugmap.embed.provenance import canonical_json, package_versions, utc_now
 from scdrugmap.errors import InputError
@@ -38,6 +45,8 @@ class RunRecord:
     note: str | None
     seconds: float
     results: pd.DataFrame
+    # Which data sets were chosen, when the caller gave no --where.
+    selection_message: str | None = None
 
 
 def _split_id(plan: SplitPlan, cells: pd.DataFrame) -> str:
@@ -150,35 +159,36 @@ def select_and_split(
     n_folds: int,
     shots: int,
     seed: int,
-    exclude: pd.DataFrame | None = None,
+    left_out: Sequence[LeftOut] = (),
 ) -> Selection:
-    """The cells a SQL condition selects, less `exclude` (dataset_id, cell_index), split so
-    that samples (or data sets) stay apart."""
+    """The cells a SQL condition selects, less the `left_out` groups, split so that
+    samples (or data sets) stay apart; the plan's note counts what was left out."""
     cells = store.cells(where, columns=("dataset_id", "cell_index", "sample", "label"))
-    left_out = 0
-    if exclude is not None and len(exclude):
-        keys = pd.MultiIndex.from_frame(cells[["dataset_id", "cell_index"]])
-        dropped = keys.isin(pd.MultiIndex.from_frame(exclude[["dataset_id", "cell_index"]]))
-        cells, left_out = cells[~dropped].reset_index(drop=True), int(dropped.sum())
+    cells, left_notes = leave_out(cells, list(left_out))
     if cells.empty:
         raise InputError(
             "the selection holds no labelled cells"
             + (f" (--where {where!r})" if where else "")
-            + (
-                f" once the {left_out} cells its adapter was trained on are left out"
-                if left_out
-                else ""
-            )
+            + (f" once {'; '.join(left_notes)}" if left_notes else "")
             + "; check it with `scdrugmap sql`"
         )
     labels = (cells["label"] == "sensitive").to_numpy(dtype=np.int8)
     datasets = cells["dataset_id"].to_numpy(dtype=str)
     samples = (cells["dataset_id"] + "/" + cells["sample"]).to_numpy(dtype=str)
     plan = make_split(split, labels, samples, datasets, n_folds=n_folds, shots=shots, seed=seed)
-    if left_out:
-        note = f"{left_out} cells the embedding's adapter was trained on are left out"
-        plan.note = f"{plan.note}; {note}" if plan.note else note
+    if left_notes:
+        plan.note = "; ".join(([plan.note] if plan.note else []) + left_notes)
     return Selection(cells, labels, datasets, plan)
+
+
+def embedding_left_out(store, embedding: str) -> list[LeftOut]:
+    """Cells a run on `embedding` must not use: those it saw nothing of, and those a
+    fine-tuned embedding's adapter was trained on."""
+    groups = [failed_cells(store, embedding)]
+    trained = store.adapter_trained_cells(embedding)
+    if trained is not None:
+        groups.append(LeftOut(trained, "the embedding's adapter was trained on"))
+    return groups
 
 
 def evaluate(
@@ -195,6 +205,8 @@ def evaluate(
 ) -> RunRecord:
     started = time.perf_counter()
     make_classifier(classifier, seed=seed)
+    chosen = choose_for_embedding(store, embedding, where)
+    where = chosen.where
     cells, labels, datasets, plan = select_and_split(
         store,
         where,
@@ -202,7 +214,7 @@ def evaluate(
         n_folds=n_folds,
         shots=shots,
         seed=seed,
-        exclude=store.adapter_trained_cells(embedding),
+        left_out=embedding_left_out(store, embedding),
     )
     features = store.load_embedding(embedding, cells)
     run_id = f"run-{utc_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -227,7 +239,7 @@ def evaluate(
             predictions.append(fold_predictions)
             advance(1)
     params = {"n_folds": n_folds, "shots": shots, **plan.params}
-    return finish_run(
+    record = finish_run(
         store,
         RunIdentity(run_id, "evaluate", embedding, classifier, split, where, seed, params),
         plan,
@@ -236,6 +248,7 @@ def evaluate(
         results,
         predictions,
     )
+    return replace(record, selection_message=chosen.message)
 
 
 def score_fold(

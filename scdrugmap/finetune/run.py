@@ -33,6 +33,7 @@ from scdrugmap.classify.evaluate import (
     score_fold,
     select_and_split,
 )
+from scdrugmap.classify.selection import choose_counts
 from scdrugmap.classify.splits import make_split
 from scdrugmap.embed.build import load_foundation_model
 from scdrugmap.embed.protocol import TrainableEmbedder
@@ -184,8 +185,10 @@ def finetune(store, request: FinetuneRequest, show_progress: bool = False) -> Ru
         targets=resolve_targets(base, request.lora.targets, embedder.lora_targets),
     )
     seed = request.train.seed
+    chosen = choose_counts(store, request.where)
+    where = chosen.where
     cells, labels, datasets, plan = select_and_split(
-        store, request.where, request.split, n_folds=request.n_folds, shots=request.shots, seed=seed
+        store, where, request.split, n_folds=request.n_folds, shots=request.shots, seed=seed
     )
     source = CellSource(store, cells)
     modules, left_out = _adapted_modules(embedder, lora, source, plan.folds[0].train)
@@ -201,15 +204,13 @@ def finetune(store, request: FinetuneRequest, show_progress: bool = False) -> Ru
         "model_settings": provenance.get("settings", {}),
         **plan.params,
     }
-    cell_key = canonical_json(
-        [cells["dataset_id"].tolist(), cells["cell_index"].tolist(), request.where]
-    )
+    cell_key = canonical_json([cells["dataset_id"].tolist(), cells["cell_index"].tolist(), where])
     run_hash = settings_hash(request.model, {**params, "cells": cell_key, "split": request.split})
     work = store.path / "finetune" / run_hash
     params["work_dir"] = str(work.relative_to(store.path))
     run_id = f"ft-{utc_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     fold_keys = ("weights_sha256", "model_settings", "lora", "lora_modules", "train")
-    shared = {"base_model": request.model, "selection": request.where}
+    shared = {"base_model": request.model, "selection": where}
     shared |= {k: params[k] for k in fold_keys}
     results, predictions = [], []
     for fold in plan.folds:
@@ -251,10 +252,11 @@ def finetune(store, request: FinetuneRequest, show_progress: bool = False) -> Ru
         request.model,
         LORA_CLASSIFIER,
         request.split,
-        request.where,
+        where,
         seed,
         params,
     )
-    return finish_run(
+    record = finish_run(
         store, identity, plan, cells, time.perf_counter() - started, results, predictions
     )
+    return replace(record, selection_message=chosen.message)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from scdrugmap.classify.classifiers import make_classifier
+from scdrugmap.classify.selection import choose_for_embedding, failed_cells, leave_out
 from scdrugmap.embed.provenance import canonical_json, package_versions, utc_now
 from scdrugmap.errors import InputError, StoreError
 from scdrugmap.predict.saved import load_classifier, save_classifier
@@ -91,9 +92,12 @@ def train_predictor(
     folder = predictor_path(store, name)
     if folder.exists() and not replace:
         raise StoreError(f"predictor {name!r} exists; choose another --name or pass --replace")
+    chosen = choose_for_embedding(store, embedding, where)
+    where = chosen.where
     provenance = _embedding_provenance(store, embedding)
     model = make_classifier(classifier, seed=seed, n_jobs=os.cpu_count() or 1)
     cells = store.cells(where, columns=("dataset_id", "cell_index", "label"))
+    cells, left_notes = leave_out(cells, [failed_cells(store, embedding)])
     if cells.empty:
         raise InputError("the selection holds no labelled cells; check it with `scdrugmap sql`")
     features = store.load_embedding(embedding, cells)
@@ -104,6 +108,8 @@ def train_predictor(
         "classifier": classifier,
         "seed": seed,
         "selection": where,
+        "selection_message": chosen.message,
+        "left_out": left_notes,
         "n_cells": len(cells),
         "n_sensitive": int(labels.sum()),
         "embedding": provenance,
