@@ -134,7 +134,7 @@ def test_a_bad_file_leaves_the_store_as_it_was(store: Store, tmp_path) -> None:
         store.predict("guarded", [broken], dataset_id="broken")
     unknown = tmp_path / "unknown.tsv"
     write_genes_by_cells(unknown, counts_matrix(5, False, 1), genes=[f"X{i}" for i in range(300)])
-    with pytest.raises(InputError, match="vocabulary"):
+    with pytest.raises(InputError, match="0% of the .* genes of the pca panel"):
         store.predict("guarded", [unknown], dataset_id="unknowngenes")
     assert sorted(store.dataset_ids()) == before
     assert not (store.path / "datasets" / "unknowngenes.zarr").exists()
@@ -143,7 +143,9 @@ def test_a_bad_file_leaves_the_store_as_it_was(store: Store, tmp_path) -> None:
     with pytest.raises(InputError, match=r"\.csv or \.h5ad"):
         write_predictions(
             store,
-            Predictions("guarded", "pca", "x", pd.DataFrame(), pd.DataFrame(), np.empty((0, 8))),
+            Predictions(
+                "guarded", "pca", "x", pd.DataFrame(), pd.DataFrame(), np.empty((0, 8)), 1.0, ""
+            ),
             tmp_path / "calls.txt",
         )
 

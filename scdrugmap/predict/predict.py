@@ -24,10 +24,14 @@ from scdrugmap.errors import InputError, StoreError
 from scdrugmap.predict.train import load_predictor
 
 OUTPUT_SUFFIXES = (".csv", ".h5ad")
-# New cells must share half their expressed genes with what the embedding reads, for
-# baselines too (which otherwise accept any genes): a call from a handful of genes
-# would look like any other call.
+# A foundation model must know half of each new cell's expressed genes: a call from a
+# handful of genes would look like any other call.
 MIN_COVERAGE = 0.5
+# A fitted baseline (pca, hvg) reads a fixed panel of a few thousand genes, never half of
+# a cell's expressed genes; what matters is how much of that panel the file has at all
+# (a missing gene is read as zero).
+MIN_PANEL_COVERAGE = 0.5
+NO_CALL = "no call"
 
 
 @dataclass
@@ -38,6 +42,14 @@ class Predictions:
     cells: pd.DataFrame
     samples: pd.DataFrame
     features: np.ndarray  # the cells' embedding rows, in `cells` order (for maps and h5ad)
+    gene_coverage: float  # see `coverage_basis`
+    coverage_basis: str  # what `gene_coverage` is the share of
+
+
+@dataclass(frozen=True)
+class _Coverage:
+    value: float
+    basis: str
 
 
 def _as_recorded(recipe: dict, checkpoint, options: dict) -> tuple[object, dict]:
@@ -90,17 +102,76 @@ def _embedder_as_trained(store, record: dict, checkpoint, device: str, options: 
 
 
 def per_sample(cells: pd.DataFrame) -> pd.DataFrame:
-    """Each sample's cells, mean probability of sensitivity, share called sensitive, call."""
-    grouped = cells.groupby("sample", sort=True)
+    """Each sample's cells, how many got a call, the mean probability of sensitivity and the
+    share called sensitive among those, and the sample's call."""
+    called = cells["call"] != NO_CALL
+    grouped = cells.assign(called=called, sensitive=cells["call"] == "sensitive").groupby(
+        "sample", sort=True
+    )
+    n_called = grouped["called"].sum()
     summary = pd.DataFrame(
         {
             "n_cells": grouped.size(),
+            "n_called": n_called,
             "mean_prob_sensitive": grouped["prob_sensitive"].mean(),
-            "fraction_sensitive": grouped["call"].apply(lambda c: float((c == "sensitive").mean())),
+            "fraction_sensitive": grouped["sensitive"].sum() / n_called.where(n_called > 0),
         }
     ).reset_index()
-    summary["call"] = np.where(summary["mean_prob_sensitive"] >= 0.5, "sensitive", "resistant")
+    mean = summary["mean_prob_sensitive"]
+    summary["call"] = np.where(
+        mean.isna(), NO_CALL, np.where(mean >= 0.5, "sensitive", "resistant")
+    )
     return summary
+
+
+def _baseline_panel(embedder) -> list[str] | None:
+    from scdrugmap.embed.baselines.base import FittedBaseline
+
+    return embedder.genes if isinstance(embedder, FittedBaseline) else None
+
+
+def _panel_coverage(store, dataset_id: str, embedder, panel: list[str], files) -> _Coverage:
+    """The share of the baseline's panel that the new data set has; refused below
+    MIN_PANEL_COVERAGE (the data set is removed again)."""
+    present = set(store.reader(dataset_id).gene_ids)
+    share = sum(g in present for g in panel) / max(len(panel), 1)
+    if share < MIN_PANEL_COVERAGE:
+        id_type = store.dataset(dataset_id)["gene_id_type"]
+        store.drop_dataset(dataset_id)
+        raise InputError(
+            f"{', '.join(map(str, files))}: only {share:.0%} of the {len(panel)} genes of the "
+            f"{embedder.name} panel are in the file (it uses {id_type} identifiers); a "
+            f"projection missing so many genes would not be trustworthy, so no call is made"
+        )
+    return _Coverage(share, f"share of the {len(panel)} genes of the {embedder.name} panel")
+
+
+def _mean_cell_coverage(store, key: str, dataset_id: str, embedder) -> _Coverage:
+    row = store.query(
+        "SELECT mean_coverage FROM embeddings WHERE key = ? AND dataset_id = ?", [key, dataset_id]
+    )
+    return _Coverage(
+        float(row["mean_coverage"].iloc[0]),
+        f"mean share of a cell's expressed genes in the {embedder.name} vocabulary",
+    )
+
+
+def _calls(store, key: str, cells: pd.DataFrame, prob: np.ndarray) -> pd.DataFrame:
+    """Probabilities and calls, with none for cells the embedding saw nothing of (their
+    rows are one shared vector): NaN, NO_CALL and the reason from `failures`."""
+    failed = store.query(
+        "SELECT cell_index, reason FROM failures WHERE key = ? AND dataset_id = ?",
+        [key, str(cells["dataset_id"].iloc[0]) if len(cells) else ""],
+    )
+    reason = (
+        cells["cell_index"].map(failed.set_index("cell_index")["reason"]).astype(object)
+        if len(failed)
+        else pd.Series(None, index=cells.index, dtype=object)
+    )
+    no_call = reason.notna().to_numpy()
+    prob = np.where(no_call, np.nan, prob).astype(np.float32)
+    call = np.where(no_call, NO_CALL, np.where(prob >= 0.5, "sensitive", "resistant"))
+    return cells.assign(prob_sensitive=prob, call=call, no_call_reason=reason.fillna(""))
 
 
 def predict_files(
@@ -126,12 +197,16 @@ def predict_files(
         files, IngestOptions(dataset_id, samples=list(samples or []), sample_column=sample_column)
     )
     key = record["embedding"]["key"]
+    panel = _baseline_panel(embedder)
+    coverage = (
+        _panel_coverage(store, dataset_id, embedder, panel, files) if panel is not None else None
+    )
     try:
         store.embed_with(
             embedder,
             key,
             [dataset_id],
-            min_coverage=MIN_COVERAGE,
+            min_coverage=0.0 if panel is not None else MIN_COVERAGE,
             show_progress=show_progress,
         )
     except LowCoverageError as error:
@@ -149,12 +224,18 @@ def predict_files(
         columns=("dataset_id", "cell_index", "barcode", "sample"),
     )
     features = store.load_embedding(key, cells)
-    prob = model.predict_proba(features)[:, 1]
-    cells = cells.assign(
-        prob_sensitive=prob.astype(np.float32),
-        call=np.where(prob >= 0.5, "sensitive", "resistant"),
+    cells = _calls(store, key, cells, model.predict_proba(features)[:, 1])
+    coverage = coverage or _mean_cell_coverage(store, key, dataset_id, embedder)
+    return Predictions(
+        predictor,
+        key,
+        dataset_id,
+        cells,
+        per_sample(cells),
+        features,
+        coverage.value,
+        coverage.basis,
     )
-    return Predictions(predictor, key, dataset_id, cells, per_sample(cells), features)
 
 
 def write_predictions(store, result: Predictions, out: str | os.PathLike) -> list[Path]:
@@ -173,14 +254,20 @@ def write_predictions(store, result: Predictions, out: str | os.PathLike) -> lis
 
     key = result.embedding
     reader = store.reader(result.dataset_id)
-    obs = result.cells.set_index("barcode")
-    obs.index = obs.index.astype(str)
+    obs = result.cells.copy()
+    # Unnamed, so obs.reset_index() gives an `index` column beside `barcode`.
+    obs.index = pd.Index(obs["barcode"].astype(str).to_numpy(), name=None)
     adata = ad.AnnData(
         X=reader.read_rows(0, reader.n_cells),
         obs=obs,
         var=pd.DataFrame(index=reader.gene_ids),
         obsm={f"X_{key}": result.features},
-        uns={"per_sample": {c: result.samples[c].tolist() for c in result.samples.columns}},
+        uns={
+            "per_sample": {c: result.samples[c].tolist() for c in result.samples.columns},
+            "predictor": result.predictor,
+            "gene_coverage": result.gene_coverage,
+            "coverage_basis": result.coverage_basis,
+        },
     )
     adata.write_h5ad(out)
     return [out]

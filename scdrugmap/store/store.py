@@ -39,6 +39,9 @@ KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 EXECUTORS = ("local", "ray")
+# A data set's descriptions that an exported AnnData carries on every cell, for scanpy
+# users who concatenate several exports.
+DATASET_METADATA = ("drug", "cancer_type", "tissue", "therapy", "regimen", "species")
 
 
 def check_key(key: str, what: str = "embedding key") -> str:
@@ -303,9 +306,16 @@ class Store:
 
         path = self.embedding_path(key, dataset_id)
         if not path.exists():
+            held = self.query(
+                "SELECT DISTINCT dataset_id FROM embeddings WHERE key = ? ORDER BY dataset_id",
+                [key],
+            )["dataset_id"].tolist()
             raise StoreError(
-                f"no embedding {key!r} for data set {dataset_id!r}; run "
-                f"`scdrugmap embed --key {key} --datasets {dataset_id} ...` first"
+                f"no embedding {key!r} for data set {dataset_id!r}"
+                + (f" ({key!r} holds: {', '.join(held)})" if held else "")
+                + "; narrow --where to data sets that hold it, or embed "
+                f"{dataset_id} under a key of its own (`scdrugmap embed --model MODEL --key "
+                f"{key}-{dataset_id} --datasets {dataset_id}`)"
             )
         array = EmbeddingArray(path)
         done = array.done_chunks()
@@ -488,8 +498,13 @@ class Store:
             "WHERE dataset_id = ? ORDER BY cell_index",
             [dataset_id],
         )
-        obs.index = pd.Index(catalog_cells["barcode"].astype(str), name=None)
+        # Unnamed, so obs.reset_index() gives an `index` column beside `barcode`.
+        obs.index = pd.Index(catalog_cells["barcode"].astype(str).to_numpy(), name=None)
         obs["dataset_id"] = dataset_id
+        metadata = self.dataset(dataset_id)
+        for column in DATASET_METADATA:
+            if metadata.get(column) is not None and metadata[column] == metadata[column]:
+                obs[column] = pd.Categorical([metadata[column]] * len(obs))
         obs[f"coverage_{embedding}"] = array.read_coverage()
         adata = ad.AnnData(
             X=reader.read_rows(0, reader.n_cells),
