@@ -23,7 +23,8 @@ from scdrugmap.store.store import Store
 BASELINES = ("pca", "hvg")
 # Short texts keep the language model's share of the demo to about a minute on a laptop CPU.
 TEXT_OPTIONS = {"top_n": 16}
-TEXT_EXTRAS = "pip install torch && pip install 'scdrugmap[models,test]'"
+# The CPU build: a bare `torch` pulls a multi-GB CUDA build.
+TEXT_EXTRAS = "pip install torch==2.13.0 && pip install 'scdrugmap[models,test]'"
 CLASSIFIERS = ("logreg", "lightgbm", "mlp")
 SPLITS = ("pooled", "cross-dataset")
 PREDICTOR = {"embedding": "pca", "classifier": "logreg", "name": "demo-pca-logreg"}

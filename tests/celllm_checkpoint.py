@@ -2,10 +2,10 @@
 
 OpenBioMed publishes `checkpoint4_fixed.pth` (its `model_state_dict` is a
 PerformerLM_CellLM) and `gene2vec_19379_512.npy`; its 19,379-gene panel is
-not in ../shared, so the panel here (`gene_panel.txt`) is a list of real PC9
-symbols and the network is small. Key names, the extra CLS (ones) and PAD
-(zeros) position rows, float64 positions and the FAVOR+ buffers are the real
-layout.
+not among the vocabularies in tests/data, so the panel here (`gene_panel.txt`)
+is a list of real PC9 symbols and the network is small. Key names, the extra
+CLS (ones) and PAD (zeros) position rows, float64 positions and the FAVOR+
+buffers are the real layout.
 """
 
 from __future__ import annotations

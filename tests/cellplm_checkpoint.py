@@ -1,7 +1,7 @@
 """A small random CellPLM checkpoint in the published layout, for tests and benchmarks.
 
 CellPLM publishes `<version>.config.json` (the real one, with its 19,374
-Ensembl IDs, is in ../shared/vocab/cellplm) and `<version>.best.ckpt`, a
+Ensembl IDs, is in tests/data/vocab/cellplm) and `<version>.best.ckpt`, a
 dict whose `model_state_dict` is the pre-trained OmicsFormer. Here the
 config is the real one with a narrow network, and the state dict carries
 OmicsFormer's key names and shapes, written out below from the reference
@@ -88,7 +88,7 @@ def random_state(shapes: dict, seed: int) -> dict[str, torch.Tensor]:
 
 def write_cellplm_checkpoint(
     folder: Path,
-    shared_dir: Path,
+    real_data: Path,
     seed: int = 0,
     version: str = VERSION,
     names: bool = True,
@@ -97,7 +97,7 @@ def write_cellplm_checkpoint(
     """The real config with `widths` (narrow by default), random weights; Geneformer's
     symbol map when `names`."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = json.loads((shared_dir / "vocab" / "cellplm" / f"{VERSION}.config.json").read_text())
+    config = json.loads((real_data / "vocab" / "cellplm" / f"{VERSION}.config.json").read_text())
     config |= widths
     (folder / f"{version}.config.json").write_text(json.dumps(config))
     shapes = published_shapes(
@@ -110,6 +110,6 @@ def write_cellplm_checkpoint(
     state = random_state(shapes, seed)
     torch.save({"model_state_dict": state}, folder / f"{version}.best.ckpt")
     if names:
-        symbols = shared_dir / "vocab" / "geneformer_v1" / "gene_name_id_dict.pkl"
+        symbols = real_data / "vocab" / "geneformer_v1" / "gene_name_id_dict.pkl"
         shutil.copy(symbols, folder / "gene_name_id_dict.pkl")
     return folder

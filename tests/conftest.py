@@ -8,18 +8,17 @@ import pytest
 
 from scdrugmap.data.readers import SourceTable, read_matrix_file
 
-SHARED_DIR = Path(__file__).parents[1].parent / "shared"
+REAL_DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """../shared (real data and model vocabularies); a test using it skips when it is absent."""
-    if not SHARED_DIR.is_dir():
-        pytest.skip(f"../shared is absent: {SHARED_DIR} holds the real data this test needs")
-    return SHARED_DIR
+def real_data() -> Path:
+    """tests/data: trimmed real cells (PC9, SCAD) and the published model vocabularies,
+    kept in the repository (see tests/data/README.md for sources and licences)."""
+    return REAL_DATA
 
 
 @pytest.fixture(scope="session")
-def pc9_control(shared_dir: Path) -> SourceTable:
+def pc9_control(real_data: Path) -> SourceTable:
     """Real PC9 control cells (day 11), read once for every test that embeds real cells."""
-    return read_matrix_file(shared_dir / "data" / "pc9_erlotinib" / "Day11_control.txt.gz")
+    return read_matrix_file(real_data / "pc9_erlotinib" / "Day11_control.txt.gz")

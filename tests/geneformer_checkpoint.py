@@ -1,6 +1,6 @@
 """A small random Geneformer checkpoint in the published layout, for tests and benchmarks.
 
-The real config (../shared/vocab/geneformer_v1) made narrow, BertForMaskedLM
+The real config (tests/data/vocab/geneformer_v1) made narrow, BertForMaskedLM
 weights saved as the authors save them, and the real dictionaries beside.
 """
 

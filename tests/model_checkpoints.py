@@ -22,41 +22,41 @@ from tests.uce_checkpoint import write_uce_checkpoint
 Builder = Callable[[Path, Path, SourceTable], tuple[Path, dict]]
 
 
-def _vocab(shared: Path, name: str) -> Path:
-    return shared / "vocab" / name
+def _vocab(real_data: Path, name: str) -> Path:
+    return real_data / "vocab" / name
 
 
 SMALL_CHECKPOINTS: dict[str, Builder] = {
-    "geneformer": lambda folder, shared, cells: (
-        write_geneformer_checkpoint(folder, _vocab(shared, "geneformer_v1")),
+    "geneformer": lambda folder, real_data, cells: (
+        write_geneformer_checkpoint(folder, _vocab(real_data, "geneformer_v1")),
         {},
     ),
-    "scgpt": lambda folder, shared, cells: (
-        write_scgpt_checkpoint(folder, _vocab(shared, "scgpt") / "default_census_vocab.json"),
+    "scgpt": lambda folder, real_data, cells: (
+        write_scgpt_checkpoint(folder, _vocab(real_data, "scgpt") / "default_census_vocab.json"),
         {},
     ),
-    "tgpt": lambda folder, shared, cells: (
-        write_tgpt_checkpoint(folder, _vocab(shared, "tgpt")),
+    "tgpt": lambda folder, real_data, cells: (
+        write_tgpt_checkpoint(folder, _vocab(real_data, "tgpt")),
         {},
     ),
-    "text": lambda folder, shared, cells: (bundled_checkpoint("text"), {"top_n": 16}),
-    "scfoundation": lambda folder, shared, cells: (
+    "text": lambda folder, real_data, cells: (bundled_checkpoint("text"), {"top_n": 16}),
+    "scfoundation": lambda folder, real_data, cells: (
         write_scfoundation_checkpoint(
-            folder, _vocab(shared, "scfoundation") / "OS_scRNA_gene_index.19264.tsv"
+            folder, _vocab(real_data, "scfoundation") / "OS_scRNA_gene_index.19264.tsv"
         ),
         {},
     ),
-    "uce": lambda folder, shared, cells: (
+    "uce": lambda folder, real_data, cells: (
         write_uce_checkpoint(folder, [g for i, g in enumerate(cells.genes) if i % 10]),
         {},
     ),
-    "scbert": lambda folder, shared, cells: (
+    "scbert": lambda folder, real_data, cells: (
         write_scbert_checkpoint(folder, top_expressed_genes(cells, 2000)),
         PERFORMER_SHAPE,
     ),
-    "celllm": lambda folder, shared, cells: (
+    "celllm": lambda folder, real_data, cells: (
         write_celllm_checkpoint(folder, top_expressed_genes(cells, 3000)),
         PERFORMER_SHAPE,
     ),
-    "cellplm": lambda folder, shared, cells: (write_cellplm_checkpoint(folder, shared), {}),
+    "cellplm": lambda folder, real_data, cells: (write_cellplm_checkpoint(folder, real_data), {}),
 }

@@ -3,9 +3,10 @@
 The published folder holds `panglao_pretrain.pth` (a training checkpoint:
 `model_state_dict` of PerformerLM, with optimizer state and losses beside
 it) and `gene2vec_16906.npy`; the 16,906-gene PanglaoDB panel comes with
-scBERT's data (`panglao_10000.h5ad`), which is not in ../shared, so the
-panel here is a list of real PC9 gene symbols (`gene_panel.txt`) and the
-network is small; key names, dtypes and the FAVOR+ buffers are the real ones.
+scBERT's data (`panglao_10000.h5ad`), which is not among the vocabularies in
+tests/data, so the panel here is a list of real PC9 gene symbols
+(`gene_panel.txt`) and the network is small; key names, dtypes and the FAVOR+
+buffers are the real ones.
 """
 
 from __future__ import annotations

@@ -81,9 +81,9 @@ def test_the_text_route_is_ready_with_the_bundled_encoder() -> None:
 
 
 def test_embed_uses_the_configured_checkpoint_and_fails_before_writing(
-    shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    real_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    census = shared_dir / "vocab" / "scgpt" / "default_census_vocab.json"
+    census = real_data / "vocab" / "scgpt" / "default_census_vocab.json"
     write_scgpt_checkpoint(tmp_path / "models" / "scgpt", census)
     genes = json.loads(census.read_text())
     symbols = [g for g in genes if g.isalnum() and g.isupper()][:300]

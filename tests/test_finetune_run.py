@@ -27,14 +27,14 @@ OPTIONS = {"block_size": 16}
 
 
 @pytest.fixture(scope="module")
-def gene_list(shared_dir: Path) -> list[str]:
-    config = json.loads((shared_dir / "vocab" / "cellplm" / f"{VERSION}.config.json").read_text())
+def gene_list(real_data: Path) -> list[str]:
+    config = json.loads((real_data / "vocab" / "cellplm" / f"{VERSION}.config.json").read_text())
     return config["gene_list"][:300]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, shared_dir: Path) -> Path:
-    return write_cellplm_checkpoint(tmp_path_factory.mktemp("cellplm") / "ckpt", shared_dir)
+def checkpoint(tmp_path_factory, real_data: Path) -> Path:
+    return write_cellplm_checkpoint(tmp_path_factory.mktemp("cellplm") / "ckpt", real_data)
 
 
 @pytest.fixture(scope="module")

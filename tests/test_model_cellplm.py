@@ -23,7 +23,7 @@ from scdrugmap.store.store import Store
 from tests.cellplm_checkpoint import SMALL, VERSION, write_cellplm_checkpoint
 from tests.data_files import write_sample
 
-ROWS = np.r_[0:20, 3000:3020]
+ROWS = np.r_[0:20, 750:770]
 N_CELLS = len(ROWS)
 BLOCK = 8
 
@@ -34,8 +34,8 @@ def pc9(pc9_control: SourceTable) -> tuple[sparse.csr_matrix, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, shared_dir: Path) -> Path:
-    return write_cellplm_checkpoint(tmp_path_factory.mktemp("cellplm") / "ckpt", shared_dir)
+def checkpoint(tmp_path_factory, real_data: Path) -> Path:
+    return write_cellplm_checkpoint(tmp_path_factory.mktemp("cellplm") / "ckpt", real_data)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,8 @@ def test_published_block_size_is_the_checkpoints_max_batch_size(checkpoint: Path
     assert CellPLMEmbedder.load(checkpoint).block_size == 4000
 
 
-def test_symbols_and_ensembl_ids_reach_the_same_gene_vector(embedder, shared_dir) -> None:
-    config = json.loads((shared_dir / "vocab" / "cellplm" / f"{VERSION}.config.json").read_text())
+def test_symbols_and_ensembl_ids_reach_the_same_gene_vector(embedder, real_data) -> None:
+    config = json.loads((real_data / "vocab" / "cellplm" / f"{VERSION}.config.json").read_text())
     egfr = "ENSG00000146648"
     position = config["gene_list"].index(egfr)
     counts = sparse.csr_matrix(np.array([[3, 5], [0, 7]], dtype=np.float32))

@@ -24,13 +24,13 @@ from tests.data_files import write_sample
 from tests.geneformer_checkpoint import PICKLES, write_geneformer_checkpoint
 
 # The files list cells largest first: four cells long enough to be truncated, then typical ones.
-ROWS = np.r_[0:4, 3000:3156]
+ROWS = np.r_[0:4, 750:906]
 N_CELLS = len(ROWS)
 
 
 @pytest.fixture(scope="module")
-def vocab(shared_dir: Path) -> Path:
-    return shared_dir / "vocab" / "geneformer_v1"
+def vocab(real_data: Path) -> Path:
+    return real_data / "vocab" / "geneformer_v1"
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,13 @@ from tests.data_files import write_sample
 from tests.scfoundation_checkpoint import write_scfoundation_checkpoint
 
 # One deep cell (thousands of genes), then typical small ones.
-ROWS = np.r_[0:1, 3000:3060]
+ROWS = np.r_[0:1, 750:810]
 N_CELLS = len(ROWS)
 
 
 @pytest.fixture(scope="module")
-def panel(shared_dir: Path) -> Path:
-    return shared_dir / "vocab" / "scfoundation" / "OS_scRNA_gene_index.19264.tsv"
+def panel(real_data: Path) -> Path:
+    return real_data / "vocab" / "scfoundation" / "OS_scRNA_gene_index.19264.tsv"
 
 
 @pytest.fixture(scope="module")

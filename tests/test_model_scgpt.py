@@ -22,13 +22,13 @@ from tests.data_files import write_sample
 from tests.scgpt_checkpoint import write_scgpt_checkpoint
 
 # The file lists cells largest first: four cells far above 1,200 genes, then typical ones.
-ROWS = np.r_[0:4, 3000:3116]
+ROWS = np.r_[0:4, 750:866]
 N_CELLS = len(ROWS)
 
 
 @pytest.fixture(scope="module")
-def census(shared_dir: Path) -> Path:
-    return shared_dir / "vocab" / "scgpt" / "default_census_vocab.json"
+def census(real_data: Path) -> Path:
+    return real_data / "vocab" / "scgpt" / "default_census_vocab.json"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from scdrugmap.errors import InputError
 from scdrugmap.store.store import Store
 from tests.data_files import write_sample
 
-ROWS = np.r_[0:4, 3000:3056]
+ROWS = np.r_[0:4, 750:806]
 N_CELLS = len(ROWS)
 TOP_N = 20
 

@@ -19,13 +19,13 @@ from scdrugmap.store.store import Store
 from tests.data_files import write_sample
 from tests.tgpt_checkpoint import write_tgpt_checkpoint
 
-ROWS = np.r_[0:4, 3000:3096]
+ROWS = np.r_[0:4, 750:846]
 N_CELLS = len(ROWS)
 
 
 @pytest.fixture(scope="module")
-def vocab(shared_dir: Path) -> Path:
-    return shared_dir / "vocab" / "tgpt"
+def vocab(real_data: Path) -> Path:
+    return real_data / "vocab" / "tgpt"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from scdrugmap.store.store import Store
 from tests.data_files import write_sample
 from tests.uce_checkpoint import write_uce_checkpoint
 
-ROWS = np.r_[0:1, 3000:3011]
+ROWS = np.r_[0:1, 750:761]
 N_CELLS = len(ROWS)
 
 

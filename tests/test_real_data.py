@@ -12,8 +12,8 @@ from scdrugmap.store.store import Store
 
 
 @pytest.fixture(scope="module")
-def pc9_store(shared_dir: Path, tmp_path_factory) -> Store:
-    folder = shared_dir / "data" / "pc9_erlotinib"
+def pc9_store(real_data: Path, tmp_path_factory) -> Store:
+    folder = real_data / "pc9_erlotinib"
     store = Store(tmp_path_factory.mktemp("pc9") / "store")
     store.ingest(
         [folder / "Day11_control.txt.gz", folder / "Day11_Erlotinib.txt.gz"],
@@ -33,11 +33,11 @@ def pc9_store(shared_dir: Path, tmp_path_factory) -> Store:
 
 def test_pc9_is_one_data_set_of_two_samples(pc9_store: Store) -> None:
     row = pc9_store.dataset("pc9")
-    assert (row["n_cells"], row["n_samples"]) == (14_600, 2)
-    assert (row["n_sensitive"], row["n_resistant"]) == (6_000, 8_600)
+    assert (row["n_cells"], row["n_samples"]) == (3_650, 2)
+    assert (row["n_sensitive"], row["n_resistant"]) == (1_500, 2_150)
     assert row["gene_id_type"] == "symbol"
     embedding = pc9_store.embeddings().iloc[0]
-    assert embedding["complete"] and embedding["n_cells"] == 14_600
+    assert embedding["complete"] and embedding["n_cells"] == 3_650
     assert 0.02 < embedding["mean_coverage"] < 0.5  # 2,000 HVGs of ~25k genes
 
 
@@ -54,8 +54,8 @@ def test_pc9_pooled_evaluation_records_the_cell_level_fallback(pc9_store: Store)
 
 
 @pytest.fixture(scope="module")
-def scad_store(shared_dir: Path, tmp_path_factory) -> Store:
-    folder = shared_dir / "data" / "scad"
+def scad_store(real_data: Path, tmp_path_factory) -> Store:
+    folder = real_data / "scad"
     store = Store(tmp_path_factory.mktemp("scad") / "store")
     for drug, dataset_id in (("PLX4720", "plx4720"), ("Afatinib", "afatinib")):
         store.ingest(

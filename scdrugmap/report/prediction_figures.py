@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 
 from scdrugmap.report.figures import new_figure, plain_label, save_figure
 
@@ -13,6 +14,8 @@ from scdrugmap.report.figures import new_figure, plain_label, save_figure
 # so the figure stays readable.
 MAX_SAMPLE_PANELS = 12
 _BINS = np.linspace(0.0, 1.0, 21)
+# Cells with no call (NaN probability) stay on the map, in grey.
+NO_CALL_GREY = colormaps["coolwarm"].with_extremes(bad="#9a9a9a")
 
 
 def plot_probability_map(
@@ -26,7 +29,7 @@ def plot_probability_map(
         cells["map_x"],
         cells["map_y"],
         c=cells["prob_sensitive"],
-        cmap="coolwarm",
+        cmap=NO_CALL_GREY,
         vmin=0.0,
         vmax=1.0,
         s=size,
@@ -41,6 +44,8 @@ def plot_probability_map(
 
 
 def _sample_groups(cells: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """Each sample's probabilities (cells with no call, NaN, left out)."""
+    cells = cells[cells["prob_sensitive"].notna()]
     counts = cells["sample"].value_counts(sort=True)
     shown = list(counts.index[:MAX_SAMPLE_PANELS])
     groups = [
