@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -12,15 +13,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from scipy import sparse
 
 from scdrugmap.data.prepare import IngestOptions, prepare_dataset
+from scdrugmap.data.readers import SourceTable, read_matrix_file
 from scdrugmap.errors import InputError
 from scdrugmap.store.store import Store
+from tests.data_files import write_h5ad
 from tests.store_builders import store_with_pca_run
 from tests.synthetic import counts_matrix, write_genes_by_cells
 
 PREDICTOR = "pca-logreg"
 _START_SECONDS = 60.0
+PC9 = Path(__file__).parent / "data" / "pc9_erlotinib"
+PC9_FILES = {"control": "Day11_control.txt.gz", "erlotinib": "Day11_Erlotinib.txt.gz"}
+PC9_PREDICTOR = "pc9-pca-logreg"
+# The first cells of each PC9 sample fit the predictor; uploads take cells after them.
+PC9_FITTED = slice(0, 150)
+PC9_UNSEEN = slice(150, 200)
 
 
 def free_port() -> int:
@@ -51,6 +61,52 @@ def negative_counts_table(folder: Path, name: str) -> tuple[Path, str]:
 def patient_table(path: Path, resistant: bool, n_cells: int = 40, seed: int = 70) -> Path:
     """Unlabelled cells like the store's sensitive (or resistant) ones, as a TSV."""
     return write_genes_by_cells(path, counts_matrix(n_cells, resistant, seed), prefix="p-")
+
+
+@functools.cache
+def pc9_samples() -> dict[str, SourceTable]:
+    """Real PC9 cells, read once per test process: untreated (sensitive to erlotinib) and
+    the survivors of 11 days of it (resistant)."""
+    return {sample: read_matrix_file(PC9 / name) for sample, name in PC9_FILES.items()}
+
+
+def write_pc9_h5ad(path: Path, cells: dict[str, slice], column: str | None = None) -> Path:
+    """Real PC9 cells as an .h5ad on the genes both samples' files hold: `cells` picks each
+    sample's cells; with `column`, an obs column of that name gives each cell's sample."""
+    tables = {sample: pc9_samples()[sample] for sample in cells}
+    shared = set.intersection(*(set(t.genes) for t in tables.values()))
+    genes = [g for g in next(iter(tables.values())).genes if g in shared]
+    blocks, barcodes, samples = [], [], []
+    for sample, table in tables.items():
+        position = {g: i for i, g in enumerate(table.genes)}
+        picked = table.counts[cells[sample]][:, [position[g] for g in genes]]
+        blocks.append(picked)
+        # Some barcodes repeat across the two files; the sample keeps them apart.
+        barcodes += [f"{sample}_{b}" for b in table.barcodes[cells[sample]]]
+        samples += [sample] * picked.shape[0]
+    obs = {column: samples} if column else None
+    return write_h5ad(path, sparse.vstack(blocks).tocsr(), genes, barcodes, obs)
+
+
+def store_with_pc9_predictor(root: Path) -> Store:
+    """A store of 300 real PC9 cells (150 per sample), embedded with PCA, with a logreg
+    predictor fitted on them."""
+    store = Store(root / "store")
+    files = [write_pc9_h5ad(root / f"{s}.h5ad", {s: PC9_FITTED}) for s in PC9_FILES]
+    store.ingest(
+        files,
+        IngestOptions(
+            "pc9",
+            samples=list(PC9_FILES),
+            labels=["sensitive", "resistant"],
+            drug="erlotinib",
+            tissue="cell line",
+        ),
+    )
+    # 500 variable genes rather than 2,000: the fit's eigendecomposition is 64 times cheaper.
+    store.embed("pca", n_components=10, n_top_genes=500)
+    store.train_predictor("pca", "logreg", PC9_PREDICTOR)
+    return store
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,16 +13,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scdrugmap.data.obs_columns import CellColumns
 from scdrugmap.predict.train import load_predictor
+from scdrugmap.serve.uploads import MAX_STAGED, StagedUpload, StagedUploads
 from scdrugmap.store.store import Store
-from tests.data_files import write_10x_h5, write_h5ad
+from tests.data_files import write_10x_h5, write_cells_by_genes, write_h5ad
 from tests.serve_server import (
+    PC9_PREDICTOR,
+    PC9_UNSEEN,
     PREDICTOR,
     negative_counts_table,
     patient_table,
     running_server,
+    store_with_pc9_predictor,
     store_with_predictor,
     wait_for_job,
+    write_pc9_h5ad,
 )
 from tests.synthetic import GENES, counts_matrix, tree_digest, write_genes_by_cells
 from tests.test_cli import cli
@@ -44,6 +51,22 @@ def client(store: Store):
         httpx.Client(base_url=base, timeout=60) as session,
     ):
         yield session
+
+
+@pytest.fixture(scope="module")
+def pc9_client(tmp_path_factory):
+    """A server whose predictor was fitted on real PC9 cells, for uploads of real cells."""
+    store = store_with_pc9_predictor(tmp_path_factory.mktemp("serve-pc9"))
+    with (
+        running_server(store.path) as base,
+        httpx.Client(base_url=base, timeout=60) as session,
+    ):
+        yield session
+
+
+def _stage(client: httpx.Client, path: Path, name: str | None = None) -> httpx.Response:
+    params = {"filename": name or path.name}
+    return client.post("/api/uploads", params=params, content=path.read_bytes())
 
 
 def _upload(client: httpx.Client, path: Path, **query) -> httpx.Response:
@@ -152,6 +175,8 @@ def test_a_bad_file_fails_with_the_ingest_message_and_changes_nothing(
     assert job["state"] == "failed"
     assert job["error"] == ingest_message
     assert job["error"].startswith("broken.tsv: negative values")
+    assert job["stage"].startswith("reading")  # where it failed, not "failed" again
+    assert client.get("/api/jobs").json()[0] == job  # listed, newest first
     assert tree_digest(store.path) == before
     assert client.get(f"/api/jobs/{job['id']}/cells.json").status_code == 409
 
@@ -171,8 +196,8 @@ def test_cells_the_embedding_cannot_read_are_refused_and_removed(
     datasets = {d["dataset_id"] for d in client.get("/api/datasets").json()}
     job = wait_for_job(client, _upload(client, upload).json()["id"])
     assert job["state"] == "failed"
-    assert job["error"].startswith("other.tsv: only 0% of expressed genes are in the pca vocab")
-    assert job["error"].endswith("so none is made")
+    assert job["error"].startswith("other.tsv: only 0% of the 300 genes of the pca panel are in")
+    assert job["error"].endswith("so no call is made")
     assert {d["dataset_id"] for d in client.get("/api/datasets").json()} == datasets
     assert not (store.path / "datasets" / f"upload-{job['id']}.zarr").exists()
     assert not (store.path / "embeddings" / "pca" / f"upload-{job['id']}.zarr").exists()
@@ -195,6 +220,9 @@ def test_an_oversized_upload_is_refused_before_it_is_kept(client, store: Store, 
         "/api/jobs", params={"predictor": PREDICTOR, "filename": "big.tsv"}, content=chunks()
     )
     assert streamed.status_code == 413
+    staged = client.post("/api/uploads", params={"filename": "big.tsv"}, content=chunks())
+    assert staged.status_code == 413 and "limit of 0.5 MiB" in staged.json()["detail"]
+    assert _stage(client, big).status_code == 413
     assert tree_digest(store.path) == before
     assert client.get("/api/jobs").json() == jobs_before
 
@@ -301,6 +329,7 @@ def test_a_token_is_required_on_every_request(store: Store, tmp_path) -> None:
             answer = bare.get(path)
             assert answer.status_code == 401 and "token" in answer.json()["detail"], path
         assert bare.post("/api/jobs", params=params, content=upload.read_bytes()).status_code == 401
+        assert _stage(bare, upload).status_code == 401
         wrong = bare.get("/api/datasets", headers={"Authorization": "Bearer " + "x" * 30})
         assert wrong.status_code == 403
         assert bare.get("/api/datasets", params={"token": TOKEN[:-1]}).status_code == 403
@@ -308,6 +337,9 @@ def test_a_token_is_required_on_every_request(store: Store, tmp_path) -> None:
         started = authorised.post("/api/jobs", params=params, content=upload.read_bytes())
         assert started.status_code == 202
         assert wait_for_job(authorised, started.json()["id"])["state"] == "done"
+        staged = _stage(authorised, upload).json()["upload_id"]
+        assert bare.delete(f"/api/uploads/{staged}").status_code == 401
+        assert authorised.delete(f"/api/uploads/{staged}").status_code == 204
 
         page = browser.get("/", params={"token": TOKEN})
         assert page.status_code == 200 and "<title>scdrugmap" in page.text
@@ -329,3 +361,116 @@ def test_openapi_describes_the_upload_body(client) -> None:
     body = spec["paths"]["/api/jobs"]["post"]["requestBody"]
     assert "application/octet-stream" in body["content"]
     assert json.dumps(spec).count("sample_column") >= 1
+    staged = spec["paths"]["/api/uploads"]["post"]
+    assert "application/octet-stream" in staged["requestBody"]["content"]
+    assert "suggested_sample_column" in staged["description"]
+    job_params = {p["name"] for p in spec["paths"]["/api/jobs"]["post"]["parameters"]}
+    assert {"upload", "filename", "sample_column"} <= job_params
+    assert "delete" in spec["paths"]["/api/uploads/{upload_id}"]
+
+
+def test_an_upload_offers_its_per_cell_columns(client, store: Store, tmp_path) -> None:
+    before = tree_digest(store.path)
+    counts = counts_matrix(30, False, 90)
+    barcodes = [f"cell{i}" for i in range(30)]
+    obs = {"n_genes": list(range(30)), "Patient": ["p1"] * 15 + ["p2"] * 15}
+    h5ad = _stage(client, write_h5ad(tmp_path / "obs.h5ad", counts, GENES, barcodes, obs))
+    assert h5ad.status_code == 201, h5ad.text
+    assert h5ad.json() == {
+        **h5ad.json(),
+        "filename": "obs.h5ad",
+        "n_cells": 30,
+        "columns": ["n_genes", "Patient"],
+        "suggested_sample_column": "Patient",
+    }
+    rows = {"cell_type": ["T"] * 30, "sample": ["a"] * 30, "donor": ["d"] * 30}
+    table = write_cells_by_genes(tmp_path / "rows.csv", counts, GENES, barcodes, rows, sep=",")
+    by_rows = _stage(client, table).json()
+    assert by_rows["columns"] == ["cell_type", "sample", "donor"]
+    assert by_rows["suggested_sample_column"] == "sample" and by_rows["n_cells"] is None
+    genes_by_cells = _stage(client, patient_table(tmp_path / "plain.tsv", resistant=False)).json()
+    assert genes_by_cells["columns"] == [] and genes_by_cells["suggested_sample_column"] is None
+    ids = [f"ENSG{i:011d}" for i in range(len(GENES))]
+    tenx = write_10x_h5(tmp_path / "run.h5", counts_matrix(25, True, 91), ids, GENES, barcodes[:25])
+    by_shape = _stage(client, tenx).json()
+    assert by_shape["n_cells"] == 25 and by_shape["columns"] == []
+
+    junk = tmp_path / "junk.h5ad"
+    junk.write_bytes(b"not an hdf5 file" * 10)
+    refused = _stage(client, junk)
+    assert refused.status_code == 400
+    assert refused.json()["detail"].startswith("junk.h5ad: cannot read it as a AnnData .h5ad")
+    assert str(store.path) not in refused.json()["detail"]
+    nameless = client.post("/api/uploads", content=b"x")
+    assert nameless.status_code == 400 and "?filename=" in nameless.json()["detail"]
+
+    for upload in (h5ad.json(), by_rows, genes_by_cells, by_shape):
+        assert client.delete(f"/api/uploads/{upload['upload_id']}").status_code == 204
+    gone = client.delete(f"/api/uploads/{by_rows['upload_id']}")
+    assert gone.status_code == 404 and gone.json()["detail"].startswith("no upload")
+    assert tree_digest(store.path) == before
+
+
+def test_a_job_takes_its_upload_and_its_sample_column(pc9_client, tmp_path) -> None:
+    cells = {"control": PC9_UNSEEN, "erlotinib": PC9_UNSEEN}
+    path = write_pc9_h5ad(tmp_path / "patients.h5ad", cells, column="patient")
+    upload = _stage(pc9_client, path).json()
+    assert upload["suggested_sample_column"] == "patient" and upload["n_cells"] == 100
+    query = {"predictor": PC9_PREDICTOR, "upload": upload["upload_id"]}
+    started = pc9_client.post("/api/jobs", params={**query, "sample_column": "patient"})
+    assert started.status_code == 202, started.text
+    job = wait_for_job(pc9_client, started.json()["id"])
+    assert job["state"] == "done", job
+    assert job["filename"] == "patients.h5ad" and job["sample_column"] == "patient"
+    samples = pc9_client.get(f"/api/jobs/{job['id']}/samples.json").json()
+    assert {s["sample"]: s["n_cells"] for s in samples} == {"control": 50, "erlotinib": 50}
+
+    again = pc9_client.post("/api/jobs", params=query)
+    assert again.status_code == 404 and "took it already" in again.json()["detail"]
+    both = pc9_client.post("/api/jobs", params={**query, "filename": "patients.h5ad"})
+    neither = pc9_client.post("/api/jobs", params={"predictor": PC9_PREDICTOR})
+    for refused in (both, neither):
+        assert refused.status_code == 400 and "one of the two" in refused.json()["detail"]
+    unknown = pc9_client.post("/api/jobs", params={**query, "predictor": "nope"})
+    assert unknown.status_code == 404 and "no predictor 'nope'" in unknown.json()["detail"]
+
+
+def test_unused_uploads_are_bounded_and_deleted_when_the_server_stops(store: Store, tmp_path):
+    table = patient_table(tmp_path / "unused.tsv", resistant=False)
+    before = tree_digest(store.path / "serve" / "staged")
+    with running_server(store.path) as base, httpx.Client(base_url=base, timeout=60) as fresh:
+        ids = [_stage(fresh, table).json()["upload_id"] for _ in range(MAX_STAGED + 2)]
+        kept = {p.name for p in (store.path / "serve" / "staged").iterdir()}
+        assert set(ids[2:]) <= kept and not set(ids[:2]) & kept
+        oldest = fresh.post("/api/jobs", params={"predictor": PREDICTOR, "upload": ids[0]})
+        assert oldest.status_code == 404 and "upload the file again" in oldest.json()["detail"]
+    assert tree_digest(store.path / "serve" / "staged") == before
+
+
+def test_stale_uploads_are_deleted(tmp_path) -> None:
+    folder = tmp_path / "serve" / "staged"
+    left = folder / "0123456789ab" / "left.tsv"
+    young = folder / "ba9876543210" / "young.tsv"
+    for path in (left, young):
+        path.parent.mkdir(parents=True)
+        path.write_text("x")
+    hour_ago = time.time() - 3600
+    os.utime(left.parent, (hour_ago, hour_ago))
+    uploads = StagedUploads(folder, max_count=4, max_age_s=0.5)
+    assert not left.parent.exists() and young.exists()  # a second server's, maybe
+
+    def staged(name: str) -> StagedUpload:
+        upload_id, path = uploads.new_path(name)
+        path.parent.mkdir(parents=True)
+        path.write_text("x")
+        upload = StagedUpload(upload_id, name, 1, CellColumns())
+        uploads.add(upload)
+        return upload
+
+    first = staged("first.tsv")
+    time.sleep(0.6)
+    second = staged("second.tsv")
+    assert not uploads.path(first).exists() and uploads.take(first.id) is None
+    assert uploads.path(second).exists()
+    uploads.clear()
+    assert young.exists() and not uploads.path(second).parent.exists()

@@ -7,14 +7,21 @@ downloads a browser of its own.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import httpx
 import pytest
 
 from tests.serve_server import (
+    PC9_PREDICTOR,
+    PC9_UNSEEN,
     negative_counts_table,
     patient_table,
     running_server,
+    store_with_pc9_predictor,
     store_with_predictor,
+    write_pc9_h5ad,
 )
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -43,22 +50,44 @@ def page_url(tmp_path_factory):
         yield base
 
 
-@pytest.fixture()
-def page(page_url):
+@pytest.fixture(scope="module")
+def pc9_url(tmp_path_factory):
+    """A server whose predictor was fitted on real PC9 cells, for uploads of real cells."""
+    store = store_with_pc9_predictor(tmp_path_factory.mktemp("pc9-page"))
+    with running_server(store.path) as base:
+        yield base
+
+
+@contextmanager
+def browser_page(url: str) -> Iterator:
+    """The page at `url` in headless Chromium; any script error on it fails the test."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True
         )
-        page = browser.new_page()
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.set_default_timeout(WAIT_MS)
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(page_url)
+        page.goto(url)
         yield page
         browser.close()
     assert not errors, errors
+
+
+@pytest.fixture()
+def page(page_url):
+    with browser_page(page_url) as page:
+        yield page
+
+
+@pytest.fixture()
+def pc9_page(pc9_url):
+    with browser_page(pc9_url) as page:
+        page.wait_for_selector(f"#predictor option[value='{PC9_PREDICTOR}']", state="attached")
+        yield page
 
 
 def _loaded(page, selector: str) -> bool:
@@ -94,12 +123,92 @@ def test_an_upload_shows_its_calls_map_and_histograms(page, tmp_path) -> None:
     assert page.is_hidden("#error")
 
 
-def test_a_bad_file_shows_the_ingest_message(page, tmp_path) -> None:
+def _results_shown(page) -> dict[str, str]:
+    """What the page shows of a finished job: its tables, figures and links."""
+    page.wait_for_selector("#results:not([hidden])")
+    shown = {
+        name: page.inner_text(f"#{name}")
+        for name in ("results-summary", "samples-table", "cells-table", "stage")
+    }
+    for link in ("map", "histogram"):
+        shown[link] = page.get_attribute(f"#{link}", "src")
+    for link in ("map-svg", "histogram-svg", "cells-csv", "cells-json", "samples-csv"):
+        shown[link] = page.get_attribute(f"#{link}", "href")
+    return shown
+
+
+def _newest_job(base: str) -> dict:
+    return httpx.get(f"{base}/api/jobs").raise_for_status().json()[0]
+
+
+def test_a_failed_job_shows_its_error_and_stops_its_bar(page, tmp_path) -> None:
     broken, expected = negative_counts_table(tmp_path, "negative.tsv")
     page.wait_for_selector("#predictor option[value='pca-logreg']", state="attached")
     page.set_input_files("#file", str(broken))
     page.click("#run")
     page.wait_for_selector("#error:not([hidden])")
-    shown = page.inner_text("#error")
-    assert shown == expected
+    assert page.inner_text("#error") == expected
     assert page.is_hidden("#results")
+    assert page.inner_text("#stage").startswith("failed while reading")
+    bar = page.eval_on_selector(
+        "#progress", "p => ({indeterminate: p.matches(':indeterminate'), cls: p.className})"
+    )
+    assert bar == {"indeterminate": False, "cls": "failed"}
+    failed = page.locator("#jobs-table tr.state-failed", has_text="negative.tsv").first
+    assert failed.locator("td").nth(2).inner_text() == "failed"
+
+    page.reload()
+    page.locator("#jobs-table tr.state-failed", has_text="negative.tsv").first.locator(
+        "button"
+    ).click()
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#error") == expected
+    assert page.inner_text("#stage").startswith("failed while reading")
+    assert page.is_hidden("#results")
+
+
+def test_an_h5ad_patient_column_is_chosen_and_names_the_samples(pc9_page, pc9_url, tmp_path):
+    columns = {"control": PC9_UNSEEN, "erlotinib": PC9_UNSEEN}
+    upload = write_pc9_h5ad(tmp_path / "two-patients.h5ad", columns, column="patient")
+    pc9_page.set_input_files("#file", str(upload))
+    pc9_page.wait_for_selector("#sample-column option[value='patient']", state="attached")
+    assert pc9_page.input_value("#sample-column") == "patient"
+    assert pc9_page.is_hidden("#sample-label")
+    assert "100 cells; per-cell columns: patient" in pc9_page.inner_text("#upload-status")
+    pc9_page.click("#run")
+    shown = _results_shown(pc9_page)
+    job = _newest_job(pc9_url)
+    assert job["filename"] == "two-patients.h5ad" and job["sample_column"] == "patient"
+    samples = httpx.get(f"{pc9_url}/api/jobs/{job['id']}/samples.json").json()
+    assert sorted(s["sample"] for s in samples) == ["control", "erlotinib"]
+    assert "control" in shown["samples-table"] and "erlotinib" in shown["samples-table"]
+
+
+def test_an_earlier_job_reopens_from_the_list_as_it_finished(pc9_page, pc9_url, tmp_path):
+    upload = write_pc9_h5ad(tmp_path / "reopened.h5ad", {"erlotinib": PC9_UNSEEN})
+    pc9_page.set_input_files("#file", str(upload))
+    pc9_page.wait_for_selector("#upload-status:has-text('reopened.h5ad: 50 cells')")
+    pc9_page.click("#run")
+    finished = _results_shown(pc9_page)
+    job = _newest_job(pc9_url)
+    assert finished["cells-table"].count("erlotinib_") == 50
+    # A job takes its upload; running the same file again sends it again.
+    pc9_page.click("#run")
+    pc9_page.wait_for_function(
+        f"() => !document.getElementById('results').hidden && "
+        f"document.getElementById('results').dataset.job !== '{job['id']}'"
+    )
+    again = _newest_job(pc9_url)
+    assert again["id"] != job["id"] and again["state"] == "done"
+
+    pc9_page.reload()
+    rows = pc9_page.locator("#jobs-table tbody tr")
+    assert rows.nth(0).get_attribute("data-job") == again["id"]  # newest first
+    row = rows.nth(1)
+    assert row.get_attribute("data-job") == job["id"]
+    assert row.locator("td").nth(1).inner_text() == PC9_PREDICTOR
+    assert row.locator("td").nth(2).inner_text() == "done"
+    assert pc9_page.is_hidden("#results")
+    row.locator("button").click()
+    assert _results_shown(pc9_page) == finished
+    assert "current" in row.get_attribute("class")

@@ -5,7 +5,11 @@ job waits its turn instead of halving both. A job ingests the upload as a data
 set of its own, embeds and classifies it (`predict_files`), then draws its
 figures. Its upload is deleted once ingested. When it fails, its data set,
 upload and folder are removed, so the store is as it was, and the job keeps
-the one-line message `ingest` would have printed for the same file.
+the one-line message `ingest` would have printed for the same file, and the
+stage it failed in.
+
+A file may also be uploaded before its job (`StagedUploads`), so the page can
+ask which per-cell column names the samples; the job then takes that file.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from scdrugmap.errors import ScdrugmapError
 from scdrugmap.predict.predict import predict_files
 from scdrugmap.progress import progress_to
 from scdrugmap.serve.job_outputs import JobOutputs, write_outputs
+from scdrugmap.serve.uploads import StagedUploads
 
 log = logging.getLogger("scdrugmap.serve")
 
@@ -59,6 +64,8 @@ class Job:
             "id": self.id,
             "predictor": self.predictor,
             "filename": self.filename,
+            "sample": self.sample,
+            "sample_column": self.sample_column,
             "state": self.state,
             "stage": self.stage,
             "done": self.done,
@@ -103,6 +110,7 @@ class JobQueue:
         self._jobs: dict[str, Job] = self._finished_before()
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scdrugmap-job")
+        self.staged = StagedUploads(work_dir / "staged")
 
     def _finished_before(self) -> dict[str, Job]:
         """Jobs an earlier server finished in this store, so their results stay reachable."""
@@ -133,6 +141,14 @@ class JobQueue:
     def start(self, job: Job) -> None:
         self._worker.submit(self._run, job)
 
+    def start_with(self, job: Job, upload: Path) -> None:
+        """Start a job on a file uploaded before it; the file moves into the job's folder
+        (the same file system, so nothing is copied)."""
+        destination = self.upload_path(job)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        upload.replace(destination)
+        self.start(job)
+
     def discard(self, job: Job) -> None:
         """Forget a job whose upload never completed, and its partial file."""
         with self._lock:
@@ -159,11 +175,12 @@ class JobQueue:
 
     def shutdown(self) -> None:
         """Stop taking jobs: the running one finishes, queued ones are dropped with their
-        uploads."""
+        uploads, and so are uploads no job took."""
         self._worker.shutdown(wait=False, cancel_futures=True)
         for job in self.all():
             if job.state == "queued":
                 self.discard(job)
+        self.staged.clear()
 
     def _progress(self, job: Job):
         def listen(description: str, done: int, total: int, status: str) -> None:
@@ -208,7 +225,7 @@ class JobQueue:
         if job.dataset_id in self.store.dataset_ids():
             self.store.drop_dataset(job.dataset_id)
         job.finished_at = utc_now().isoformat()
-        job.state, job.stage = "failed", "failed"
+        job.state = "failed"  # the stage stays the one it failed in
         if not isinstance(error, Exception):
             raise error
 

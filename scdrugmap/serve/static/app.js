@@ -1,11 +1,18 @@
-// The scdrugmap page: upload cells, pick a predictor, watch the job, show its calls.
-// Plain browser JavaScript with no build step; it only talks to this server's /api.
+// The scdrugmap page: upload cells, pick a predictor, watch the job, show its calls,
+// and reopen earlier jobs. Plain browser JavaScript with no build step; it only talks to
+// this server's /api.
 "use strict";
 
 const SHOWN_CELLS = 200;
 const POLL_MS = 400;
 
 const $ = (id) => document.getElementById(id);
+
+// The file picked, sent ahead of its job so its per-cell columns can be offered:
+// { file, promise (of the upload's record), used (a job took it, or it failed) }.
+let staged = null;
+// The job the page shows; polls and answers about any other job leave the page alone.
+let shownJob = null;
 
 function detailOf(body, response) {
   if (body && typeof body.detail === "string") return body.detail;
@@ -20,6 +27,13 @@ async function api(path, options = {}) {
   try { body = JSON.parse(text); } catch (_) { /* not JSON: keep the text */ }
   if (!response.ok) throw new Error(detailOf(body, response));
   return body;
+}
+
+// The server writes UTC times without a zone; shown in the reader's own time.
+function localTime(iso) {
+  if (!iso) return "";
+  const zoned = /(Z|[+-]\d\d:\d\d)$/.test(iso) ? iso : `${iso}Z`;
+  return new Date(zoned).toLocaleString();
 }
 
 function formatted(value) {
@@ -131,15 +145,14 @@ async function loadPredictors() {
 }
 
 // XMLHttpRequest rather than fetch: it reports how much of the upload has gone.
-function upload(file, query) {
+function upload(file, report) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
-    request.open("POST", `/api/jobs?${query}`);
+    request.open("POST", `/api/uploads?${new URLSearchParams({ filename: file.name })}`);
     request.setRequestHeader("Content-Type", "application/octet-stream");
     request.upload.addEventListener("progress", (event) => {
       if (!event.lengthComputable) return;
-      $("progress").value = event.loaded / event.total;
-      $("stage").textContent = `uploading ${file.name}: ${Math.round(100 * event.loaded / event.total)} %`;
+      report(`uploading ${file.name}: ${Math.round(100 * event.loaded / event.total)} %`);
     });
     request.addEventListener("load", () => {
       let body = request.responseText;
@@ -152,12 +165,107 @@ function upload(file, query) {
   });
 }
 
+function uploadStatus(text) {
+  $("upload-status").textContent = text;
+}
+
+function describeUpload(record) {
+  const cells = record.n_cells === null ? "" : `${record.n_cells} cells; `;
+  const columns = record.columns.length
+    ? `per-cell columns: ${record.columns.join(", ")}`
+    : "no per-cell columns, so all cells are one sample";
+  return `${record.filename}: ${cells}${columns}.`;
+}
+
+function showSampleChoice() {
+  $("sample-label").hidden = $("sample-column").value !== "";
+}
+
+// The file's columns as the choices of the sample column, a sample-like one chosen.
+function offerColumns(record) {
+  const select = $("sample-column");
+  select.replaceChildren(select.options[0]);
+  for (const column of record.columns) {
+    const option = document.createElement("option");
+    option.value = column;
+    option.textContent = `by column ${column}`;
+    select.appendChild(option);
+  }
+  select.value = record.suggested_sample_column || "";
+  select.disabled = !record.columns.length;
+  showSampleChoice();
+}
+
+function forgetStaged() {
+  const previous = staged;
+  staged = null;
+  if (!previous || previous.used) return;
+  // A server keeps unused uploads a while; say at once that this one is not wanted.
+  previous.promise
+    .then((record) => api(`/api/uploads/${record.upload_id}`, { method: "DELETE" }))
+    .catch(() => { /* it failed or went already: nothing to delete */ });
+}
+
+function sendAhead(file) {
+  staged = { file, used: false, promise: upload(file, uploadStatus) };
+  return staged;
+}
+
+// A file was picked: upload it now and offer its per-cell columns.
+async function stage() {
+  forgetStaged();
+  offerColumns({ columns: [], suggested_sample_column: null });
+  uploadStatus("");
+  const file = $("file").files[0];
+  if (!file) return;
+  const current = sendAhead(file);
+  try {
+    const record = await current.promise;
+    if (staged !== current) return;
+    offerColumns(record);
+    uploadStatus(describeUpload(record));
+  } catch (error) {
+    current.used = true;
+    if (staged === current) uploadStatus(`${file.name} cannot be used: ${error.message}`);
+  }
+}
+
+// The picked file's upload for a job; the job takes it, so a second run uploads again.
+async function uploadFor(file) {
+  const current = staged && staged.file === file && !staged.used ? staged : sendAhead(file);
+  try {
+    const record = await current.promise;
+    uploadStatus(describeUpload(record));
+    return record;
+  } finally {
+    current.used = true;
+  }
+}
+
 function showProgress(job) {
   const bar = $("progress");
-  if (job.fraction === null) bar.removeAttribute("value");
+  const running = job.state === "queued" || job.state === "running";
+  bar.classList.toggle("failed", job.state === "failed");
+  if (!running) bar.value = 1; // done, or stopped by a failure
+  else if (job.fraction === null) bar.removeAttribute("value");
   else bar.value = job.fraction;
-  const counts = job.total ? ` (${job.done} of ${job.total} cells)` : "";
-  $("stage").textContent = `${job.state}: ${job.stage}${counts}`;
+  // A percentage: a stage counts cells or bytes, and its unit is not reported.
+  const share = job.fraction === null ? "" : ` (${Math.round(100 * job.fraction)} %)`;
+  if (job.state === "failed") $("stage").textContent = `failed while ${job.stage}`;
+  else if (job.state === "done") {
+    $("stage").textContent = `done: ${job.n_cells} cells in ${job.n_samples} sample(s)`;
+  } else $("stage").textContent = `${job.state}: ${job.stage}${share}`;
+}
+
+// An error outside any job (an upload refused, the server gone): the bar stops too.
+function stopBar() {
+  const bar = $("progress");
+  bar.value = 1;
+  bar.classList.add("failed");
+}
+
+function showFailure(job) {
+  showError($("error"), job.error || "the job failed without a message; see the server log");
 }
 
 async function showResults(job) {
@@ -166,6 +274,8 @@ async function showResults(job) {
     api(`${base}/samples.json`),
     api(`${base}/cells.json?limit=${SHOWN_CELLS}`),
   ]);
+  if (shownJob !== job.id) return;
+  $("results").dataset.job = job.id;
   $("results-summary").textContent =
     `${page.total} cells in ${samples.length} sample(s) of ${job.filename}, ` +
     `predictor ${job.predictor}, kept as data set ${job.dataset_id}.`;
@@ -186,41 +296,102 @@ async function showResults(job) {
   $("results").hidden = false;
 }
 
+// Poll a job until it is done (then show its calls) or failed (then its error).
 async function follow(jobId) {
   for (;;) {
     const job = await api(`/api/jobs/${jobId}`);
+    if (shownJob !== jobId) return;
     showProgress(job);
     if (job.state === "done") return showResults(job);
-    if (job.state === "failed") throw new Error(job.error);
+    if (job.state === "failed") return showFailure(job);
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
 }
 
 function reportError(error) {
   $("job-section").hidden = false;
+  stopBar();
   showError($("error"), error.message);
+}
+
+// Show a job from the start: its progress, then its calls or its error.
+function showJob(jobId) {
+  shownJob = jobId;
+  $("error").hidden = true;
+  $("results").hidden = true;
+  $("job-section").hidden = false;
+  $("progress").classList.remove("failed");
+  $("progress").removeAttribute("value");
+  for (const row of document.querySelectorAll("#jobs-table tr[data-job]")) {
+    row.classList.toggle("current", row.dataset.job === jobId);
+  }
+  return follow(jobId);
+}
+
+function jobQuery(record) {
+  const query = new URLSearchParams({ predictor: $("predictor").value, upload: record.upload_id });
+  const column = $("sample-column").value;
+  if (column) query.set("sample_column", column);
+  else if ($("sample").value.trim()) query.set("sample", $("sample").value.trim());
+  return query;
 }
 
 async function predict(event) {
   event.preventDefault();
   const file = $("file").files[0];
+  shownJob = null;
   $("error").hidden = true;
   $("results").hidden = true;
   $("job-section").hidden = false;
+  $("progress").classList.remove("failed");
   if (!file) return reportError(new Error("Choose a file of cells first."));
-  const query = new URLSearchParams({ predictor: $("predictor").value, filename: file.name });
-  if ($("sample").value.trim()) query.set("sample", $("sample").value.trim());
-  if ($("sample-column").value.trim()) query.set("sample_column", $("sample-column").value.trim());
   $("run").disabled = true;
   try {
-    const job = await upload(file, query.toString());
-    await follow(job.id);
-    await loadDatasets();
+    $("progress").removeAttribute("value");
+    $("stage").textContent = `uploading ${file.name}`;
+    const record = await uploadFor(file);
+    const job = await api(`/api/jobs?${jobQuery(record)}`, { method: "POST" });
+    loadJobs().catch(reportError);
+    await showJob(job.id);
+    await Promise.all([loadDatasets(), loadJobs()]);
   } catch (error) {
     reportError(error);
   } finally {
     $("run").disabled = false;
   }
+}
+
+function jobRow(body, job) {
+  const row = body.insertRow();
+  row.dataset.job = job.id;
+  row.classList.add(`state-${job.state}`);
+  row.classList.toggle("current", job.id === shownJob);
+  const open = document.createElement("button");
+  open.type = "button";
+  open.className = "link";
+  open.textContent = job.filename;
+  open.addEventListener("click", () => showJob(job.id).catch(reportError));
+  row.insertCell().appendChild(open);
+  const cells = job.n_cells === undefined ? "" : String(job.n_cells);
+  for (const text of [job.predictor, job.state, cells, localTime(job.created_at)]) {
+    row.insertCell().textContent = text;
+  }
+  row.cells[3].classList.add("num");
+}
+
+async function loadJobs() {
+  const jobs = await api("/api/jobs");
+  const container = $("jobs-table");
+  container.replaceChildren();
+  if (!jobs.length) {
+    const p = document.createElement("p");
+    p.textContent = "No jobs yet.";
+    container.appendChild(p);
+    return;
+  }
+  const element = table([], ["file", "predictor", "state", "cells", "started"]);
+  for (const job of jobs) jobRow(element.tBodies[0], job);
+  container.appendChild(element);
 }
 
 async function loadDatasets() {
@@ -251,7 +422,10 @@ async function runSql(event) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("predict-form").addEventListener("submit", predict);
+  $("file").addEventListener("change", stage);
+  $("sample-column").addEventListener("change", showSampleChoice);
   $("sql-form").addEventListener("submit", runSql);
   loadPredictors().catch(reportError);
+  loadJobs().catch(reportError);
   loadDatasets().catch((error) => showError($("sql-error"), error.message));
 });
