@@ -121,8 +121,19 @@ def test_a_table_upload_gives_the_predictors_calls(client, store: Store, tmp_pat
     assert sample["sample"] == "patient-a" and sample["call"] == "sensitive"
     page = client.get(f"/api/jobs/{job['id']}/cells.json", params={"limit": 15, "offset": 30})
     assert page.json()["total"] == 40 and len(page.json()["cells"]) == 10
-    cells = pd.read_csv(io.StringIO(client.get(f"/api/jobs/{job['id']}/cells.csv").text))
-    assert list(cells.columns) == ["barcode", "sample", "prob_sensitive", "call", "map_x", "map_y"]
+    cells = pd.read_csv(
+        io.StringIO(client.get(f"/api/jobs/{job['id']}/cells.csv").text), keep_default_na=False
+    )
+    assert list(cells.columns) == [
+        "barcode",
+        "sample",
+        "prob_sensitive",
+        "call",
+        "no_call_reason",
+        "map_x",
+        "map_y",
+    ]
+    assert job["gene_coverage"] == 1.0 and "pca panel" in job["coverage_basis"]
     as_json = pd.DataFrame(client.get(f"/api/jobs/{job['id']}/cells.json").json()["cells"])
     pd.testing.assert_frame_equal(as_json, cells, check_dtype=False, atol=1e-6)
 

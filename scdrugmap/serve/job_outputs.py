@@ -19,7 +19,16 @@ from scdrugmap.report.prediction_figures import (
     plot_probability_map,
 )
 
-CELL_COLUMNS = ("barcode", "sample", "prob_sensitive", "call", "map_x", "map_y")
+CELL_COLUMNS = (
+    "barcode",
+    "sample",
+    "prob_sensitive",
+    "call",
+    "no_call_reason",
+    "map_x",
+    "map_y",
+)
+NUMBERS_THAT_MAY_BE_MISSING = ("prob_sensitive", "mean_prob_sensitive", "fraction_sensitive")
 # The map (PCA of the embedding, coloured by probability) and the per-sample histograms.
 FIGURES = ("map", "histogram")
 
@@ -32,6 +41,9 @@ class JobOutputs:
     folder: Path
     n_cells: int
     n_samples: int
+    # How much of what the embedding reads the upload had (see Predictions).
+    gene_coverage: float | None = None
+    coverage_basis: str | None = None
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def table_path(self, name: str) -> Path:
@@ -45,7 +57,10 @@ class JobOutputs:
             # Barcodes and sample names stay text ("007" is not 7).
             self._tables[name] = pd.read_csv(
                 self.table_path(name),
-                dtype={"barcode": str, "sample": str},
+                dtype={"barcode": str, "sample": str, "no_call_reason": str},
+                keep_default_na=False,
+                # Empty text stays text; only an empty number is NaN (a cell with no call).
+                na_values={c: [""] for c in NUMBERS_THAT_MAY_BE_MISSING},
                 float_precision="round_trip",
             )
         return self._tables[name]
@@ -68,7 +83,14 @@ def write_outputs(result: Predictions, folder: Path) -> JobOutputs:
     cells = cells.loc[:, list(CELL_COLUMNS)].astype(numbers).reset_index(drop=True)
     shares = {c: np.float64 for c in ("mean_prob_sensitive", "fraction_sensitive")}
     samples = result.samples.astype(shares).reset_index(drop=True)
-    outputs = JobOutputs(folder, len(cells), len(samples), {"cells": cells, "samples": samples})
+    outputs = JobOutputs(
+        folder,
+        len(cells),
+        len(samples),
+        result.gene_coverage,
+        result.coverage_basis,
+        {"cells": cells, "samples": samples},
+    )
     cells.to_csv(outputs.table_path("cells"), index=False)
     samples.to_csv(outputs.table_path("samples"), index=False)
     title = f"{result.dataset_id}: {len(cells)} cells, predictor {result.predictor}"

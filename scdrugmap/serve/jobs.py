@@ -80,6 +80,8 @@ class Job:
                 dataset_id=self.dataset_id,
                 n_cells=self.outputs.n_cells,
                 n_samples=self.outputs.n_samples,
+                gene_coverage=self.outputs.gene_coverage,
+                coverage_basis=self.outputs.coverage_basis,
             )
         return summary
 
@@ -92,11 +94,19 @@ class Job:
             "finished_at": self.finished_at,
             "n_cells": self.outputs.n_cells,
             "n_samples": self.outputs.n_samples,
+            "gene_coverage": self.outputs.gene_coverage,
+            "coverage_basis": self.outputs.coverage_basis,
         }
 
     @classmethod
     def restored(cls, record: dict, folder: Path) -> Job:
-        outputs = JobOutputs(folder, int(record.pop("n_cells")), int(record.pop("n_samples")))
+        outputs = JobOutputs(
+            folder,
+            int(record.pop("n_cells")),
+            int(record.pop("n_samples")),
+            record.pop("gene_coverage", None),
+            record.pop("coverage_basis", None),
+        )
         return cls(**record, state="done", stage="done", outputs=outputs)
 
 

@@ -201,6 +201,8 @@ def _served_calls(base: str, upload: Path) -> pd.DataFrame:
         assert time.monotonic() < deadline, state
         time.sleep(0.5)
     assert state["state"] == "done", state
+    # The pca panel holds genes found only in the erlotinib file.
+    assert 0.9 < state["gene_coverage"] < 1 and "pca panel" in state["coverage_basis"]
     cells = httpx.get(f"{base}/api/jobs/{job_id}/cells.json", params={"limit": 100_000}).json()
     return pd.DataFrame(cells["cells"] if isinstance(cells, dict) else cells)
 

@@ -278,9 +278,17 @@ async function showResults(job) {
   $("results").dataset.job = job.id;
   $("results-summary").textContent =
     `${page.total} cells in ${samples.length} sample(s) of ${job.filename}, ` +
-    `predictor ${job.predictor}, kept as data set ${job.dataset_id}.`;
+    `predictor ${job.predictor}, kept as data set ${job.dataset_id}.` +
+    (job.gene_coverage == null
+      ? ""
+      : ` Gene coverage ${Math.round(job.gene_coverage * 100)}% (${job.coverage_basis}).`);
   show("samples-table", samples, null, "no samples");
-  show("cells-table", page.cells, ["barcode", "sample", "prob_sensitive", "call"], "no cells");
+  show(
+    "cells-table",
+    page.cells,
+    ["barcode", "sample", "prob_sensitive", "call", "no_call_reason"],
+    "no cells",
+  );
   if (page.total > page.cells.length) {
     const note = document.createElement("p");
     note.textContent = `The first ${page.cells.length} of ${page.total} cells; download all below.`;
