@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -95,12 +97,37 @@ def _is_missing(value) -> bool:
         return False
 
 
+# click >= 8.2 raises this for a bare `scdrugmap`, to print the help; it stays as it is.
+_HELP_FOR_NO_ARGUMENTS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+@contextmanager
+def _usage_errors_in_one_line() -> Iterator[None]:
+    """A bad choice, a missing or an unknown option: one line and exit code 2, instead of
+    click's usage block, so it reads like every other error of the command."""
+    try:
+        yield
+    except _HELP_FOR_NO_ARGUMENTS:
+        raise
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "scdrugmap"
+        message = error.format_message().rstrip(".")
+        click.echo(f"error: {message} (see `{command} --help`)", err=True)
+        sys.exit(error.exit_code)
+
+
 class _Group(click.Group):
-    """Turns the library's user-facing errors into one line and exit code 1."""
+    """Turns user-facing errors into one line: the library's with exit code 1, usage
+    errors with exit code 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        with _usage_errors_in_one_line():  # the group's own options and arguments
+            return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _usage_errors_in_one_line():  # the command's name, options and arguments
+                return super().invoke(ctx)
         except ScdrugmapError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(1)
@@ -265,7 +292,7 @@ def ingest(
     """
     import pandas as pd
 
-    from scdrugmap.data.prepare import IngestOptions
+    from scdrugmap.data.prepare import IngestOptions, prepare_dataset
     from scdrugmap.errors import InputError
 
     meta_pairs = {}
@@ -292,16 +319,19 @@ def ingest(
         orientation=orientation,
         values=values,
     )
-    row = _store(ctx).ingest(files, options, replace=replace)
+    prepared = prepare_dataset(files, options, show_progress=not as_json)
+    row = _store(ctx).add_prepared(prepared, replace=replace)
     if as_json:
-        _print_frame(pd.DataFrame([row]), True)
-        return
-    click.echo(
-        f"ingested {row['dataset_id']}: {row['n_cells']} cells × {row['n_genes']} genes, "
-        f"{row['n_samples']} samples, {row['n_sensitive']} sensitive / "
-        f"{row['n_resistant']} resistant / {row['n_unknown']} unknown "
-        f"(gene identifiers: {row['gene_id_type']})"
-    )
+        _print_frame(pd.DataFrame([{**row, "warnings": prepared.warnings}]), True)
+    else:
+        click.echo(
+            f"ingested {row['dataset_id']}: {row['n_cells']} cells × {row['n_genes']} genes, "
+            f"{row['n_samples']} samples, {row['n_sensitive']} sensitive / "
+            f"{row['n_resistant']} resistant / {row['n_unknown']} unknown "
+            f"(gene identifiers: {row['gene_id_type']})"
+        )
+    for warning in prepared.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @main.command()
@@ -562,7 +592,8 @@ def sql(ctx, query: str, limit: int | None, as_json: bool) -> None:
 _EVAL_OPTIONS = [
     click.option(
         "--where",
-        help="SQL condition on cell_meta selecting the cells, e.g. \"drug = 'erlotinib'\".",
+        help="SQL condition on cell_meta selecting the cells, e.g. \"drug = 'erlotinib'\" "
+        "(default: the data sets that hold the embedding; for finetune, those of raw counts).",
     ),
     click.option(
         "--folds",
@@ -633,12 +664,15 @@ def _report_run(record, as_json: bool) -> None:
                     "n_cells": record.n_cells,
                     "cell_level": record.cell_level,
                     "note": record.note,
+                    "selection_message": record.selection_message,
                     "seconds": round(record.seconds, 3),
                     "results": json.loads(frame.to_json(orient="records")),
                 }
             )
         )
         return
+    if record.selection_message:
+        click.echo(record.selection_message)
     if record.note:
         click.echo(f"note: {record.note}")
     _print_frame(results_table(frame), False, f"{record.run_id} ({record.n_cells} cells)")
@@ -649,7 +683,9 @@ def _report_run(record, as_json: bool) -> None:
 @click.option("--classifier", required=True, help="logreg, lightgbm, mlp or knn.")
 @click.option("--name", required=True, help="Name the predictor is kept under.")
 @click.option(
-    "--where", help="SQL condition on cell_meta selecting the training cells (default: all)."
+    "--where",
+    help="SQL condition on cell_meta selecting the training cells (default: the data sets "
+    "that hold the embedding).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--replace", is_flag=True, help="Overwrite a predictor of the same name.")
@@ -668,6 +704,8 @@ def train(ctx, embedding, classifier, name, where, seed, replace, as_json) -> No
     if as_json:
         click.echo(json.dumps(record, default=str))
         return
+    for line in filter(None, [record["selection_message"], *record["left_out"]]):
+        click.echo(line)
     checked = record["cross_validated"]
     measured = (
         ", ".join(f"{k} {v:.3f}" for k, v in checked["metrics"].items() if k in _HEADLINE)
@@ -715,7 +753,7 @@ def predict(
     cell gets its probability of sensitivity and a call, each sample a
     summary. A file that fails leaves the store unchanged.
     """
-    from scdrugmap.predict.predict import write_predictions
+    from scdrugmap.predict.predict import NO_CALL, write_predictions
 
     store = _store(ctx)
     result = store.predict(
@@ -732,8 +770,21 @@ def predict(
     written = write_predictions(store, result, out) if out else []
     if as_json:
         summary = json.loads(result.samples.to_json(orient="records"))
-        click.echo(json.dumps({"dataset_id": result.dataset_id, "samples": summary}))
+        click.echo(
+            json.dumps(
+                {
+                    "dataset_id": result.dataset_id,
+                    "gene_coverage": result.gene_coverage,
+                    "coverage_basis": result.coverage_basis,
+                    "samples": summary,
+                }
+            )
+        )
         return
+    click.echo(f"gene coverage: {result.gene_coverage:.0%} ({result.coverage_basis})")
+    no_call = result.cells.loc[result.cells["call"] == NO_CALL, "no_call_reason"]
+    for reason, n_cells in no_call.value_counts().items():
+        click.echo(f"no call for {n_cells} cells: {reason}")
     _print_frame(result.samples, False, f"{result.dataset_id}: {len(result.cells)} cells")
     for path in written:
         click.echo(f"wrote {path}")
@@ -853,6 +904,7 @@ def benchmark(
     """
     store = _store(ctx)
     failures = []
+    told = set()
     for embedding_key in _csv_list(embedding_keys):
         for classifier in _csv_list(classifiers):
             for split in _csv_list(splits):
@@ -870,7 +922,12 @@ def benchmark(
                 except ScdrugmapError as error:
                     failures.append(f"{embedding_key} × {classifier} × {split}: {error}")
                     continue
-                if record.note and not as_json:
+                if as_json:
+                    continue
+                if record.selection_message and embedding_key not in told:
+                    told.add(embedding_key)
+                    click.echo(record.selection_message)
+                if record.note:
                     click.echo(f"note ({embedding_key} × {classifier} × {split}): {record.note}")
     _print_results(store, as_json, scope="pooled")
     for failure in failures:

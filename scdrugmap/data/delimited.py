@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +98,11 @@ class _Body:
     matrix: sparse.csr_matrix  # lines x numeric columns, float32
 
 
-def read_delimited(path: Path, orientation: str = "auto") -> SourceTable:
-    """Read a delimited table; see the module docstring for the rules."""
+def read_delimited(
+    path: Path, orientation: str = "auto", progress: Callable[[int], None] | None = None
+) -> SourceTable:
+    """Read a delimited table; see the module docstring for the rules. `progress(position)`
+    hears, block by block, how many of the file's stored bytes have been read."""
     layout = _read_layout(path)
     n_fields = len(layout.header)
     if orientation == "auto":
@@ -108,7 +111,7 @@ def read_delimited(path: Path, orientation: str = "auto") -> SourceTable:
     if orientation == "genes-by-cells":
         _reject_non_numeric(path, layout, [])
     numeric_cols = np.setdiff1d(np.arange(1, n_fields), meta_cols)
-    body = _read_body(path, layout, meta_cols, numeric_cols)
+    body = _read_body(path, layout, meta_cols, numeric_cols, progress or _unheard)
     names = pd.Series(body.names, dtype=object).astype(str).str.strip().tolist()
     columns = [layout.header[c] for c in numeric_cols]
     if orientation == "genes-by-cells":
@@ -128,14 +131,33 @@ def read_delimited(path: Path, orientation: str = "auto") -> SourceTable:
 @contextmanager
 def open_binary(path: Path) -> Iterator[BinaryIO]:
     """Open plain or gzipped files alike; the magic bytes decide, not the file name."""
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == _GZIP_MAGIC
-        raw.seek(0)
-        if gzipped:
-            with gzip.GzipFile(fileobj=raw) as stream:
-                yield stream
-        else:
-            yield raw
+    with open(path, "rb") as raw, _decompressed(raw) as stream:
+        yield stream
+
+
+@contextmanager
+def _open_reporting(
+    path: Path, progress: Callable[[int], None]
+) -> Iterator[tuple[BinaryIO, Callable[[], None]]]:
+    """`open_binary`, with a `report()` telling `progress` the position in the stored file:
+    for a gzipped file the compressed bytes read, which is what its size counts."""
+    with open(path, "rb") as raw, _decompressed(raw) as stream:
+        yield stream, lambda: progress(raw.tell())
+
+
+@contextmanager
+def _decompressed(raw: BinaryIO) -> Iterator[BinaryIO]:
+    gzipped = raw.read(2) == _GZIP_MAGIC
+    raw.seek(0)
+    if gzipped:
+        with gzip.GzipFile(fileobj=raw) as stream:
+            yield stream
+    else:
+        yield raw
+
+
+def _unheard(position: int) -> None:
+    """The progress of a read nobody follows."""
 
 
 def _read_layout(path: Path) -> _Layout:
@@ -270,14 +292,20 @@ def _non_numeric_error(path: Path, value: str, row: str, column: str, line: int)
 
 
 def _read_body(
-    path: Path, layout: _Layout, meta_cols: list[int], numeric_cols: np.ndarray
+    path: Path,
+    layout: _Layout,
+    meta_cols: list[int],
+    numeric_cols: np.ndarray,
+    progress: Callable[[int], None],
 ) -> _Body:
     string_cols = [0, *meta_cols]
-    with open_binary(path) as stream:
+    with _open_reporting(path, progress) as (stream, report):
         stream.readline()
-        scanned = scan_numeric_table(stream, layout.sep, len(layout.header), string_cols)
+        scanned = scan_numeric_table(
+            stream, layout.sep, len(layout.header), string_cols, on_block=report
+        )
     if scanned is None:
-        return _read_body_pandas(path, layout, string_cols, numeric_cols)
+        return _read_body_pandas(path, layout, string_cols, numeric_cols, progress)
     position = np.searchsorted(numeric_cols, scanned.columns)
     matrix = sparse.csr_matrix(
         (scanned.values, (scanned.lines, position)),
@@ -289,14 +317,18 @@ def _read_body(
 
 
 def _read_body_pandas(
-    path: Path, layout: _Layout, string_cols: list[int], numeric_cols: np.ndarray
+    path: Path,
+    layout: _Layout,
+    string_cols: list[int],
+    numeric_cols: np.ndarray,
+    progress: Callable[[int], None],
 ) -> _Body:
     """The general reader: quotes, NA tokens, empty fields; slower, and exact about errors."""
     n_fields = len(layout.header)
     dtypes = {c: str for c in string_cols} | {int(c): np.float32 for c in numeric_cols}
     names, meta, blocks = [], {c: [] for c in string_cols[1:]}, []
     try:
-        with open_binary(path) as stream:
+        with _open_reporting(path, progress) as (stream, report):
             chunks = pd.read_csv(
                 stream,
                 sep=layout.sep,
@@ -315,6 +347,7 @@ def _read_body_pandas(
                     meta[c].append(chunk[c].fillna("").to_numpy(dtype=object))
                 values = chunk[numeric_cols].to_numpy(dtype=np.float32)
                 blocks.append(sparse.csr_matrix(values))
+                report()
     except pd.errors.ParserError as err:
         raise _malformed(path, layout.sep, err) from None
     except ValueError:

@@ -7,7 +7,7 @@ file or option fails before the store is touched).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,12 @@ from scdrugmap.data.genes import (
     gene_id_kinds,
     normalise_gene_ids,
 )
-from scdrugmap.data.readers import ORIENTATIONS, SourceTable, read_matrix_file
+from scdrugmap.data.readers import (
+    ORIENTATIONS,
+    SourceTable,
+    check_readable,
+    read_matrix_file,
+)
 from scdrugmap.data.source import file_error
 from scdrugmap.data.validate import (
     check_dataset_id,
@@ -30,6 +35,7 @@ from scdrugmap.data.validate import (
     check_value_kind,
 )
 from scdrugmap.errors import InputError
+from scdrugmap.progress import progress_bar
 
 LABELS = ("sensitive", "resistant")
 UNKNOWN = "unknown"
@@ -66,21 +72,25 @@ class PreparedDataset:
     var: pd.DataFrame  # index = gene names; columns gene_id, id_type
     obs: pd.DataFrame  # index = barcode; OBS_COLUMNS + the files' extra columns as text
     metadata: dict
+    # One line each: what is valid but probably not what the user meant (all cells of one
+    # label, say); the CLI prints them, API callers read them here.
+    warnings: list[str] = field(default_factory=list)
 
 
-def prepare_dataset(files: Sequence[Path], options: IngestOptions) -> PreparedDataset:
+def prepare_dataset(
+    files: Sequence[Path], options: IngestOptions, *, show_progress: bool = False
+) -> PreparedDataset:
     """Read, check and merge `files` into one data set (cells concatenated, genes united).
 
     Raises InputError, one line naming the file or option, the problem and the fix.
+    `show_progress` draws a bar of the bytes read (big gzipped tables take minutes).
     """
     paths = [Path(f) for f in files]
     _check_options(paths, options)
-    tables = []
     for path in paths:
-        table = read_matrix_file(path, options.orientation)
-        check_source(table, options.values)
-        tables.append(table)
-    labels = np.concatenate([_labels(t, i, len(tables), options) for i, t in enumerate(tables)])
+        check_readable(path)  # every path, before minutes go into reading the first
+    tables = _read_tables(paths, options, show_progress)
+    labels = np.concatenate([_labels(t, i, options) for i, t in enumerate(tables)])
     samples = np.concatenate([_samples(t, i, len(tables), options) for i, t in enumerate(tables)])
     genes, counts = _merge_genes(tables)
     where = ", ".join(str(p) for p in paths)
@@ -120,7 +130,61 @@ def prepare_dataset(files: Sequence[Path], options: IngestOptions) -> PreparedDa
         "source_files": [p.name for p in paths],
         "barcode_prefixed": prefixed,
     }
-    return PreparedDataset(options.dataset_id, counts, var, obs, metadata)
+    warnings = _label_warnings(options.dataset_id, labels)
+    return PreparedDataset(options.dataset_id, counts, var, obs, metadata, warnings)
+
+
+def _read_tables(
+    paths: list[Path], options: IngestOptions, show_progress: bool
+) -> list[SourceTable]:
+    """Each file read and checked in turn, under a bar counting its stored bytes (which
+    vanishes when the file fails, leaving the error alone)."""
+    tables = []
+    for path in paths:
+        size = _stored_bytes(path)
+        with progress_bar(show_progress, size, f"reading {path.name}", unit="bytes") as advance:
+            position = _Position(advance, size)
+            table = read_matrix_file(path, options.orientation, position.reached)
+            position.reached(size)
+            check_source(table, options.values)
+        tables.append(table)
+    return tables
+
+
+def _stored_bytes(path: Path) -> int:
+    """What the bar counts for one input: a file's size; a 10x directory's files."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return path.stat().st_size
+
+
+class _Position:
+    """Turns a reader's position in a file into the bar's steps: forward only and at most
+    the file's size, since a reader may pass over the same bytes twice (a fallback parser
+    starting again)."""
+
+    def __init__(self, advance: Callable[[int], None], size: int) -> None:
+        self.advance, self.size, self.done = advance, size, 0
+
+    def reached(self, position: int) -> None:
+        position = min(position, self.size)
+        if position > self.done:
+            self.advance(position - self.done)
+            self.done = position
+
+
+def _label_warnings(dataset_id: str, labels: np.ndarray) -> list[str]:
+    """A data set whose cells all carry one label is valid (one arm of a study), but no
+    classifier learns from it alone, and it is what a mislabelled ingest looks like."""
+    found = set(labels.tolist())
+    if len(found) != 1 or found == {UNKNOWN}:
+        return []
+    (label,) = found
+    other = LABELS[1] if label == LABELS[0] else LABELS[0]
+    return [
+        f"all {len(labels)} cells of {dataset_id!r} are labelled {label}; classifiers need "
+        f"{other} cells too (a --label per file, or another data set)"
+    ]
 
 
 def _check_options(paths: list[Path], options: IngestOptions) -> None:
@@ -139,10 +203,10 @@ def _check_options(paths: list[Path], options: IngestOptions) -> None:
             "--label and --label-column: give labels per file or read them from a column, not both"
         )
     if options.labels:
-        if len(options.labels) not in (1, n):
+        if len(options.labels) != n:
             raise InputError(
-                f"--label given {len(options.labels)} times for {n} files; "
-                "give one per file, in file order, or one for all files"
+                f"--label given {len(options.labels)} times for {n} files; give one per file, "
+                "in file order (--label sensitive --label resistant)"
             )
         wrong = sorted({x for x in options.labels if x.strip().lower() not in LABELS})
         if wrong:
@@ -178,11 +242,10 @@ def _strip(values: Sequence[str]) -> set[str]:
     return {str(v).strip() for v in values}
 
 
-def _labels(table: SourceTable, i: int, n_files: int, options: IngestOptions) -> np.ndarray:
+def _labels(table: SourceTable, i: int, options: IngestOptions) -> np.ndarray:
     n_cells = table.counts.shape[0]
     if options.labels:
-        label = options.labels[i if len(options.labels) == n_files else 0].strip().lower()
-        return np.full(n_cells, label, dtype=object)
+        return np.full(n_cells, options.labels[i].strip().lower(), dtype=object)
     if not options.label_column:
         return np.full(n_cells, UNKNOWN, dtype=object)
     values = _column_text(table, options.label_column, "--label-column")

@@ -10,7 +10,11 @@ gets the same checks and the same messages.
 
 from __future__ import annotations
 
+import errno
+import os
+import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +26,7 @@ from scdrugmap.data.source import SourceTable, file_error
 from scdrugmap.data.tenx import read_10x_dir, read_10x_h5
 from scdrugmap.errors import InputError
 
-__all__ = ["ORIENTATIONS", "SourceTable", "detect_format", "read_matrix_file"]
+__all__ = ["ORIENTATIONS", "SourceTable", "check_readable", "detect_format", "read_matrix_file"]
 
 TABLE_SUFFIXES = (".tsv", ".txt", ".csv")
 FORMATS = {
@@ -55,30 +59,63 @@ def detect_format(path: Path) -> str:
     )
 
 
-def read_matrix_file(path: Path, orientation: str = "auto") -> SourceTable:
+def check_readable(path: Path) -> None:
+    """Open `path` once, so a path that cannot be read fails for what is wrong with it
+    (missing, a symbolic link loop, no permission) instead of as an unknown format or a
+    traceback; a directory (10x) must be listable."""
+    try:
+        if path.is_dir():
+            os.listdir(path)
+        else:
+            with open(path, "rb"):
+                pass
+    except OSError as err:
+        raise file_error(path, *_access_problem(path, err)) from None
+
+
+def _access_problem(path: Path, err: OSError) -> tuple[str, str]:
+    """(problem, fix) for an OSError met opening `path`."""
+    if err.errno == errno.ENOENT and path.is_symlink():
+        return f"a symbolic link to {os.readlink(path)!r}, which does not exist", "fix the link"
+    if err.errno == errno.ELOOP:
+        return "a symbolic link loop (links that point at each other)", (
+            "point the link at the file itself"
+        )
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied", "make it readable for you, or copy it where you can read it"
+    if err.errno == errno.ENAMETOOLONG:
+        return "the file name is too long", "give a shorter path"
+    if err.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "no such file or directory", "check the path"
+    return (err.strerror or type(err).__name__).lower(), "check the path"
+
+
+def read_matrix_file(
+    path: Path, orientation: str = "auto", progress: Callable[[int], None] | None = None
+) -> SourceTable:
     """Read one input file into a SourceTable (cells x genes, float32, values as in the file).
 
     `orientation` applies to delimited tables only (the other formats say
     which axis is which); 'auto' decides as delimited.py documents.
+    `progress(position)` hears how far into a delimited table (in its stored,
+    possibly compressed, bytes) reading has got; the other formats are read by
+    their libraries in one go. The libraries' warnings (anndata's about
+    duplicate names, say) are not shown: what matters in them comes as this
+    package's one-line errors.
     """
     path = Path(path)
     if orientation not in ORIENTATIONS:
         raise InputError(
             f"--orientation {orientation!r}: unknown orientation; use one of {list(ORIENTATIONS)}"
         )
-    if not path.exists():
-        raise file_error(path, "no such file or directory", "check the path")
+    check_readable(path)
     kind = detect_format(path)
     if path.is_file() and path.stat().st_size == 0:
         raise file_error(path, "the file is empty", "give a file that holds a matrix")
     try:
-        if kind == "h5ad":
-            return _read_h5ad(path)
-        if kind == "10x-h5":
-            return read_10x_h5(path)
-        if kind == "10x-dir":
-            return read_10x_dir(path if path.is_dir() else path.parent)
-        return read_delimited(path, orientation)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _read(path, kind, orientation, progress)
     except UnicodeDecodeError:
         raise file_error(path, "the file is not UTF-8 text", "save the table as UTF-8") from None
     except (OSError, EOFError, ValueError, KeyError, IndexError, zlib.error) as err:
@@ -88,6 +125,18 @@ def read_matrix_file(path: Path, orientation: str = "auto") -> SourceTable:
             f"cannot read it as a {FORMATS[kind]} ({reason})",
             "check that the file is complete and in the format its name says",
         ) from None
+
+
+def _read(
+    path: Path, kind: str, orientation: str, progress: Callable[[int], None] | None
+) -> SourceTable:
+    if kind == "h5ad":
+        return _read_h5ad(path)
+    if kind == "10x-h5":
+        return read_10x_h5(path)
+    if kind == "10x-dir":
+        return read_10x_dir(path if path.is_dir() else path.parent)
+    return read_delimited(path, orientation, progress)
 
 
 def _read_h5ad(path: Path) -> SourceTable:

@@ -24,7 +24,7 @@ locates errors precisely.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -56,9 +56,14 @@ class _NotSimple(Exception):
 
 
 def scan_numeric_table(
-    stream: BinaryIO, sep: str, n_fields: int, string_columns: Sequence[int]
+    stream: BinaryIO,
+    sep: str,
+    n_fields: int,
+    string_columns: Sequence[int],
+    on_block: Callable[[], None] = lambda: None,
 ) -> ScannedTable | None:
-    """Scan the rest of `stream` (after the header); None when it is not in the simple form."""
+    """Scan the rest of `stream` (after the header); None when it is not in the simple form.
+    `on_block()` after each block, so a caller can tell how far reading has got."""
     sep_byte = ord(sep)
     string_cols = np.asarray(sorted(set(string_columns)), dtype=np.int64)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -75,6 +80,7 @@ def scan_numeric_table(
         for col, texts in block_strings.items():
             strings[col].append(texts)
         n_lines += block_lines
+        on_block()
 
     def joined(index: int, dtype: type) -> np.ndarray:
         return np.concatenate([p[index] for p in parts]) if parts else np.empty(0, dtype)

@@ -291,7 +291,7 @@ def run_embedding(
     """Run a checked plan in this process, chunk after chunk, resuming finished chunks."""
     summary = plan.summary
     with progress_bar(
-        show_progress, plan.total_cells, f"embedding with {embedder.name}"
+        show_progress, plan.total_cells, f"embedding with {embedder.name}", started=plan.started
     ) as advance:
         for target, array, chunks in plan.todo:
             source = chunk_source(embedder, target.reader, plan.known[target.dataset_id])

@@ -6,7 +6,8 @@ only in what they fit and in what they do with the panel's expression.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,12 +17,14 @@ from scipy import sparse
 from scdrugmap.embed.baselines.expression import panel_matrix, transform
 from scdrugmap.embed.baselines.fit import (
     FitSource,
+    fit_cell_count,
     gene_moments,
     select_variable_genes,
     union_genes,
 )
 from scdrugmap.embed.baselines.saved_fit import ARRAYS, SavedFit
 from scdrugmap.embed.provenance import file_sha256
+from scdrugmap.progress import progress_bar
 
 
 class FittedBaseline:
@@ -32,6 +35,8 @@ class FittedBaseline:
     # Coverage here is the share of a cell's genes in the variable-gene panel,
     # small by design; no threshold applies.
     min_coverage = 0.0
+    # Reads of the fit cells: the gene variances, then whatever the baseline adds.
+    n_passes: ClassVar[int] = 1
 
     def __init__(self, fit: SavedFit, weights_sha256: str) -> None:
         self.genes = [str(g) for g in fit.arrays["genes"]]
@@ -44,14 +49,17 @@ class FittedBaseline:
         return cls(SavedFit.load(checkpoint), file_sha256(checkpoint / ARRAYS))
 
     @classmethod
-    def variable_panel(cls, sources: Sequence[FitSource], options: dict) -> tuple[dict, list[str]]:
+    def variable_panel(
+        cls, sources: Sequence[FitSource], options: dict, show_progress: bool = False
+    ) -> tuple[dict, list[str]]:
         """Settings (defaults, options, provenance of the fit) and the chosen genes."""
         settings = {**cls.defaults, **{k: v for k, v in options.items() if v is not None}}
         value_type = sources[0].value_type
         genes = union_genes(sources)
-        mean, var, n_cells = gene_moments(
-            sources, genes, settings["max_fit_cells"], settings["seed"]
-        )
+        with cls.fit_pass(1, sources, settings, show_progress) as advance:
+            mean, var, n_cells = gene_moments(
+                sources, genes, settings["max_fit_cells"], settings["seed"], advance
+            )
         panel = select_variable_genes(genes, mean, var, settings["n_top_genes"], value_type)
         settings.update(
             n_top_genes=len(panel),
@@ -60,6 +68,16 @@ class FittedBaseline:
             fit_cells=n_cells,
         )
         return settings, panel
+
+    @classmethod
+    def fit_pass(
+        cls, number: int, sources: Sequence[FitSource], settings: dict, shown: bool
+    ) -> AbstractContextManager[Callable[..., None]]:
+        """A bar over one read of the fit cells: on a large data set each takes minutes,
+        before the embedding's own bar can start."""
+        total = fit_cell_count(sources, settings["max_fit_cells"])
+        several = f", pass {number}/{cls.n_passes}" if cls.n_passes > 1 else ""
+        return progress_bar(shown, total, f"fitting {cls.name}{several}")
 
     def gene_vocabulary(self) -> set[str]:
         return set(self.genes)

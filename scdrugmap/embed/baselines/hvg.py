@@ -27,8 +27,15 @@ class HVGEmbedder(FittedBaseline):
         return len(self.genes)
 
     @classmethod
-    def fit(cls, sources: Sequence[FitSource], directory: Path, **options) -> HVGEmbedder:
-        settings, panel = cls.variable_panel(sources, options)
+    def fit(
+        cls,
+        sources: Sequence[FitSource],
+        directory: Path,
+        *,
+        show_progress: bool = False,
+        **options,
+    ) -> HVGEmbedder:
+        settings, panel = cls.variable_panel(sources, options, show_progress)
         SavedFit(arrays={"genes": np.array(panel, dtype=str)}, settings=settings).save(directory)
         return cls.load(directory)
 
