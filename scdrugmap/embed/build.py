@@ -45,6 +45,7 @@ def build_embedder(
     fit_on: str | Sequence[str] | None,
     device: str,
     options: dict,
+    show_progress: bool = False,
 ) -> Embedder:
     spec = get_model(model)
     if not spec.fitted_in_store:
@@ -68,7 +69,7 @@ def build_embedder(
             f"cannot fit {model} on counts and normalised data sets together "
             f"({', '.join(fit_ids)}); fit each kind under its own --key with --fit-on"
         )
-    return embedder_class.fit(sources, fit_dir, **options)
+    return embedder_class.fit(sources, fit_dir, show_progress=show_progress, **options)
 
 
 def model_recipe(store, model: str, key: str, embedder: Embedder, device: str):

@@ -191,6 +191,7 @@ class Store:
             fit_on,
             "cpu" if executor == "ray" else device,
             model_options,
+            show_progress=show_progress,
         )
         recipe = model_recipe(self, model, key, embedder, device) if executor == "ray" else None
         return self.embed_with(
