@@ -11,7 +11,6 @@ columns offered are exactly those `--sample-column` accepts.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +22,7 @@ from scdrugmap.data.delimited import (
     _metadata_columns,
     _read_layout,
 )
-from scdrugmap.data.readers import FORMATS, detect_format
-from scdrugmap.data.source import file_error
+from scdrugmap.data.readers import as_reading_error, detect_format
 
 # Column names that usually say which sample (patient, donor) a cell came from, by preference.
 SAMPLE_COLUMN_NAMES = ("sample", "patient", "donor", "sample_id", "patient_id", "donor_id")
@@ -53,17 +51,8 @@ def read_cell_columns(path: Path) -> CellColumns:
     readers = {"h5ad": _h5ad_columns, "10x-h5": _tenx_h5_columns, "table": _table_columns}
     if kind not in readers:
         return CellColumns()  # a 10x matrix directory: barcodes, no per-cell columns
-    try:
+    with as_reading_error(path, kind):
         return readers[kind](path)
-    except UnicodeDecodeError:
-        raise file_error(path, "the file is not UTF-8 text", "save the table as UTF-8") from None
-    except (OSError, EOFError, ValueError, KeyError, IndexError, zlib.error) as err:
-        reason = " ".join(str(err).split())[:_MAX_REASON] or type(err).__name__
-        raise file_error(
-            path,
-            f"cannot read it as a {FORMATS[kind]} ({reason})",
-            "check that the file is complete and in the format its name says",
-        ) from None
 
 
 def _h5ad_columns(path: Path) -> CellColumns:

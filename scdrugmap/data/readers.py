@@ -14,7 +14,8 @@ import errno
 import os
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -112,10 +113,16 @@ def read_matrix_file(
     kind = detect_format(path)
     if path.is_file() and path.stat().st_size == 0:
         raise file_error(path, "the file is empty", "give a file that holds a matrix")
+    with as_reading_error(path, kind), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read(path, kind, orientation, progress)
+
+
+@contextmanager
+def as_reading_error(path: Path, kind: str) -> Iterator[None]:
+    """A library's failure on a broken or mislabelled file, as one line naming the file."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _read(path, kind, orientation, progress)
+        yield
     except UnicodeDecodeError:
         raise file_error(path, "the file is not UTF-8 text", "save the table as UTF-8") from None
     except (OSError, EOFError, ValueError, KeyError, IndexError, zlib.error) as err:
