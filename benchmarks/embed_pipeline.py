@@ -38,9 +38,9 @@ def run_one(
     includes its per-run work (vocabulary coverage check, catalog records)."""
     import torch
 
+    from scdrugmap import Store
     from scdrugmap.embed.registry import get_model
     from scdrugmap.store.embedding_array import EmbeddingArray
-    from scdrugmap.store.store import Store
 
     store = Store(store_path)
     reader = store.reader("pc9")

@@ -32,8 +32,8 @@ if TRIMMED_CELLS:
 def pc9_store(folder: Path, table, n_cells: int):
     """A store in `folder` whose data set 'pc9' holds the first `n_cells` cells of `table`
     (one sample, 'a', labelled sensitive), ingested through the real path."""
+    from scdrugmap import Store
     from scdrugmap.data.prepare import IngestOptions
-    from scdrugmap.store.store import Store
     from tests.data_files import write_sample
 
     if n_cells > table.counts.shape[0]:

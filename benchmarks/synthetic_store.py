@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from scdrugmap import Store
 from scdrugmap.embed.provenance import utc_now
 from scdrugmap.store.catalog import connect
 from scdrugmap.store.dataset_zarr import write_dataset_zarr
 from scdrugmap.store.embedding_array import EmbeddingArray
-from scdrugmap.store.store import Store
 
 
 def _register(store: Store, dataset_id: str, n_cells: int, n_genes: int, rng) -> pd.DataFrame:

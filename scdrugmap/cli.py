@@ -21,7 +21,7 @@ STORE_HELP = "Store directory (default: $SCDRUGMAP_STORE or ./scdrugmap-store)."
 
 
 def _store(ctx: click.Context):
-    from scdrugmap.store.store import Store
+    from scdrugmap.workflows.api import Store
 
     return Store(ctx.obj["store"])
 
@@ -181,7 +181,7 @@ def demo(out: Path, seed: int, scale: float, as_json: bool) -> None:
     writes an HTML report to OUT/report/index.html and keeps a predictor
     (pca + logreg) for `scdrugmap serve`.
     """
-    from scdrugmap.demo_run import run_demo
+    from scdrugmap.workflows.demo import run_demo
 
     outcome = run_demo(out, seed=seed, scale=scale, show_progress=not as_json)
     _print_results(outcome.store, as_json, scope="pooled")

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 from scipy import sparse
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions, prepare_dataset
 from scdrugmap.data.readers import SourceTable, read_matrix_file
 from scdrugmap.errors import InputError
-from scdrugmap.store.store import Store
 from tests.data_files import write_h5ad
 from tests.store_builders import store_with_pca_run
 from tests.synthetic import counts_matrix, write_genes_by_cells

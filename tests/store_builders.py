@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
-from scdrugmap.store.store import Store
 from tests.synthetic import counts_matrix, write_genes_by_cells
 
 SAMPLE_LABELS = (("s1", "sensitive"), ("s2", "sensitive"), ("r1", "resistant"), ("r2", "resistant"))

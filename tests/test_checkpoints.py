@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.embed.checkpoints import availability, resolve_checkpoint
 from scdrugmap.embed.registry import MODELS, get_model
 from scdrugmap.errors import InputError
-from scdrugmap.store.store import Store
 from tests.scgpt_checkpoint import write_scgpt_checkpoint
 from tests.synthetic import counts_matrix, write_genes_by_cells
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import zarr
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.embed.baselines.expression import log_cp10k
 from scdrugmap.errors import InputError, StoreError
-from scdrugmap.store.store import Store
 from tests.store_builders import ingest_synthetic, synthetic_store
 from tests.synthetic import counts_matrix, write_genes_by_cells
 

@@ -13,8 +13,8 @@ import numpy as np
 import psutil
 import pytest
 
+from scdrugmap import Store
 from scdrugmap.store.embedding_array import EmbeddingArray
-from scdrugmap.store.store import Store
 from tests.store_builders import synthetic_store
 
 ray = pytest.importorskip("ray", reason="Ray comes with the [test] and [ray] extras")

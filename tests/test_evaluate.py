@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scdrugmap import Store
 from scdrugmap.errors import InputError
-from scdrugmap.store.store import Store
 from tests.store_builders import synthetic_store
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from scdrugmap import Store
 from scdrugmap.errors import InputError
 from scdrugmap.finetune.cells import CellSource
 from scdrugmap.finetune.lora import LoraSettings, attach_lora
@@ -17,7 +18,6 @@ from scdrugmap.finetune.run import FinetuneRequest, carve_validation
 from scdrugmap.finetune.train import TrainSettings, train_fold
 from scdrugmap.predict.train import load_predictor
 from scdrugmap.progress import progress_to
-from scdrugmap.store.store import Store
 from tests.cellplm_checkpoint import VERSION, write_cellplm_checkpoint
 from tests.store_builders import synthetic_store
 from tests.test_cli import cli

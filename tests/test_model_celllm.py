@@ -15,11 +15,11 @@ import pytest
 import torch
 from scipy import sparse
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.celllm import CellLMEmbedder
 from scdrugmap.errors import InputError
-from scdrugmap.store.store import Store
 from tests.celllm_checkpoint import write_celllm_checkpoint
 from tests.data_files import top_expressed_genes, write_sample
 from tests.performer_checkpoint import SHAPE

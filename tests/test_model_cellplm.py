@@ -13,13 +13,13 @@ import pytest
 import torch
 from scipy import sparse
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.cell_blocks import sample_blocks
 from scdrugmap.embed.models.cellplm import CellPLMEmbedder
 from scdrugmap.embed.protocol import CellBlockEmbedder
 from scdrugmap.errors import InputError
-from scdrugmap.store.store import Store
 from tests.cellplm_checkpoint import SMALL, VERSION, write_cellplm_checkpoint
 from tests.data_files import write_sample
 

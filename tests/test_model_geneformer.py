@@ -13,13 +13,13 @@ import torch
 from scipy import sparse
 from transformers import BertForMaskedLM
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.geneformer import GeneformerEmbedder, GeneformerTokenizer
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.errors import InputError
-from scdrugmap.store.store import Store
 from tests.data_files import write_sample
 from tests.geneformer_checkpoint import PICKLES, write_geneformer_checkpoint
 

@@ -14,12 +14,12 @@ from scipy import sparse
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.checkpoints import bundled_checkpoint
 from scdrugmap.embed.models.text import TextEmbedder
 from scdrugmap.errors import InputError
-from scdrugmap.store.store import Store
 from tests.data_files import write_sample
 
 ROWS = np.r_[0:4, 750:806]

@@ -10,12 +10,12 @@ import torch
 from scipy import sparse
 from transformers import GPT2LMHeadModel
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.tgpt import TGPTEmbedder
 from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.errors import InputError
-from scdrugmap.store.store import Store
 from tests.data_files import write_sample
 from tests.tgpt_checkpoint import write_tgpt_checkpoint
 

@@ -12,11 +12,11 @@ import torch
 from scipy import sparse
 from torch import nn
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.uce import TOKENS, UCEEmbedder
 from scdrugmap.errors import InputError
-from scdrugmap.store.store import Store
 from tests.data_files import write_sample
 from tests.uce_checkpoint import write_uce_checkpoint
 

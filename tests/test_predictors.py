@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scdrugmap import Store
 from scdrugmap.classify.classifiers import CLASSIFIER_NAMES, make_classifier
 from scdrugmap.errors import InputError, StoreError
 from scdrugmap.predict.predict import Predictions, write_predictions
 from scdrugmap.predict.train import load_predictor, predictor_path
-from scdrugmap.store.store import Store
 from tests.store_builders import store_with_pca_run, synthetic_store
 from tests.synthetic import counts_matrix, write_genes_by_cells
 

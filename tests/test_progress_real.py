@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.embed.baselines.expression import log_cp10k
 from scdrugmap.embed.baselines.fit import FIT_CHUNK, FitSource, gene_moments, union_genes
 from scdrugmap.embed.baselines.pca import PCAEmbedder
 from scdrugmap.progress import progress_to
-from scdrugmap.store.store import Store
 
 N_CELLS = 3650
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
-from scdrugmap.store.store import Store
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from scdrugmap import Store
 from scdrugmap.cli import main
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.errors import InputError
 from scdrugmap.predict.predict import NO_CALL, write_predictions
-from scdrugmap.store.store import Store
 
 PC9_OPTIONS = IngestOptions(
     dataset_id="pc9",

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scdrugmap import Store
 from scdrugmap.data.obs_columns import CellColumns
 from scdrugmap.predict.train import load_predictor
 from scdrugmap.serve.uploads import MAX_STAGED, StagedUpload, StagedUploads
-from scdrugmap.store.store import Store
 from tests.data_files import write_10x_h5, write_cells_by_genes, write_h5ad
 from tests.serve_server import (
     PC9_PREDICTOR,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from scdrugmap import Store
 from scdrugmap.errors import InputError
-from scdrugmap.store.store import Store
 from tests.store_builders import synthetic_store
 from tests.synthetic import tree_digest
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.errors import InputError, ScdrugmapError
-from scdrugmap.store.store import Store
 from tests.store_builders import synthetic_store
 from tests.synthetic import counts_matrix, tree_digest, write_genes_by_cells
 

@@ -22,8 +22,8 @@ import pytest
 from click.testing import CliRunner
 from scipy import sparse
 
+from scdrugmap import Store
 from scdrugmap.cli import main
-from scdrugmap.store.store import Store
 from scdrugmap.zeroshot.client import ChatClient, ChatError, endpoint_url, public_url
 from scdrugmap.zeroshot.parse import parse_answer
 from scdrugmap.zeroshot.prompt import build_messages, top_gene_indices

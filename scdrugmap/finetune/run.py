@@ -36,6 +36,7 @@ from scdrugmap.classify.evaluate import (
 from scdrugmap.classify.selection import choose_counts
 from scdrugmap.classify.splits import make_split
 from scdrugmap.embed.build import load_foundation_model
+from scdrugmap.embed.into_store import embed_into_store
 from scdrugmap.embed.protocol import TrainableEmbedder
 from scdrugmap.embed.provenance import canonical_json, file_sha256, settings_hash, utc_now
 from scdrugmap.embed.registry import get_model
@@ -49,7 +50,7 @@ from scdrugmap.finetune.lora import (
     resolve_targets,
 )
 from scdrugmap.finetune.train import TrainSettings, predict, train_fold
-from scdrugmap.store.store import check_key
+from scdrugmap.store.storage import check_key
 
 VALIDATION_FOLDS = 5
 ADAPTER_DIR = "adapter"
@@ -167,7 +168,7 @@ def _embed_with_adapters(
             },
         }
         try:
-            store.embed_with(embedder, f"{request.embed_as}.fold{fold.index}", dataset_ids)
+            embed_into_store(store, embedder, f"{request.embed_as}.fold{fold.index}", dataset_ids)
         finally:
             embedder.settings, embedder.load_recipe = settings, recipe
     embedder.model = base

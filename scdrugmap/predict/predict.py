@@ -187,22 +187,23 @@ def predict_files(
     options: dict | None = None,
     show_progress: bool = False,
 ) -> Predictions:
-    from scdrugmap.data.prepare import IngestOptions
-    from scdrugmap.store.store import check_key
+    from scdrugmap.data.prepare import IngestOptions, prepare_dataset
+    from scdrugmap.embed.into_store import embed_into_store
+    from scdrugmap.store.storage import check_key
 
     record, model = load_predictor(store, predictor)
     embedder = _embedder_as_trained(store, record, checkpoint, device, options or {})
     dataset_id = check_key(dataset_id or f"{predictor}-{utc_now():%Y%m%d-%H%M%S}", "data set id")
-    store.ingest(
-        files, IngestOptions(dataset_id, samples=list(samples or []), sample_column=sample_column)
-    )
+    reading = IngestOptions(dataset_id, samples=list(samples or []), sample_column=sample_column)
+    store.add_prepared(prepare_dataset([Path(f) for f in files], reading))
     key = record["embedding"]["key"]
     panel = _baseline_panel(embedder)
     coverage = (
         _panel_coverage(store, dataset_id, embedder, panel, files) if panel is not None else None
     )
     try:
-        store.embed_with(
+        embed_into_store(
+            store,
             embedder,
             key,
             [dataset_id],

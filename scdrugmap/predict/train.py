@@ -86,7 +86,7 @@ def train_predictor(
     replace: bool = False,
 ) -> dict:
     """Fit on all selected labelled cells and save; returns the predictor's record."""
-    from scdrugmap.store.store import check_key
+    from scdrugmap.store.storage import check_key
 
     check_key(name, "predictor name")
     folder = predictor_path(store, name)

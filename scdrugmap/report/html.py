@@ -217,7 +217,7 @@ def write_report(
     `predictions` (run_id, label, prob_sensitive of held-out cells) give the ROC
     and precision-recall curves.
     """
-    from scdrugmap import __version__
+    from scdrugmap.version import __version__
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

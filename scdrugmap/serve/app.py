@@ -38,7 +38,7 @@ async def _user_error(request: Request, error: ScdrugmapError) -> JSONResponse:
 
 
 def create_app(store, settings: ServeSettings) -> FastAPI:
-    from scdrugmap import __version__
+    from scdrugmap.version import __version__
 
     work_dir = store.path / WORK_FOLDER
     jobs = JobQueue(store, work_dir, settings.device)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from scdrugmap.predict.train import read_predictor_record
 from scdrugmap.serve.frames import FigureFormat, figure_response, records
 from scdrugmap.serve.predictor_figures import PREDICTOR_FIGURES, figure_list, predictor_figure
-from scdrugmap.store.store import check_key
+from scdrugmap.store.storage import check_key
 
 router = APIRouter(prefix="/api", tags=["store"])
 

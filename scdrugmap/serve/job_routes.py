@@ -27,7 +27,7 @@ from scdrugmap.serve.uploads import (
     receive,
     safe_filename,
 )
-from scdrugmap.store.store import check_key
+from scdrugmap.store.storage import check_key
 
 router = APIRouter(prefix="/api", tags=["prediction jobs"])
 

@@ -1,12 +1,12 @@
-"""The store: one directory holding a DuckDB catalog and zarr arrays."""
+"""The store: one directory holding a DuckDB catalog and zarr arrays (persistence only)."""
 
-__all__ = ["Store"]
+__all__ = ["Storage"]
 
 
 def __getattr__(name: str):
     # Lazy, so that `scdrugmap sql` can use store.sql without importing pandas.
-    if name == "Store":
-        from scdrugmap.store.store import Store
+    if name == "Storage":
+        from scdrugmap.store.storage import Storage
 
-        return Store
+        return Storage
     raise AttributeError(name)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from scdrugmap.data.demo import write_demo_files
 from scdrugmap.data.prepare import IngestOptions
-from scdrugmap.store.store import Store
+from scdrugmap.workflows.api import Store
 
 BASELINES = ("pca", "hvg")
 # Short texts keep the language model's share of the demo to about a minute on a laptop CPU.
