@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from scdrugmap.classify.labels import check_training_labels
 from scdrugmap.errors import InputError
 
 CLASSIFIER_NAMES: tuple[str, ...] = ("logreg", "lightgbm", "mlp", "knn")
@@ -31,23 +32,6 @@ _DESCRIPTIONS = {
     "mlp": "scDrugMap head: 512-512 ReLU MLP, AdamW, 10 epochs, early stopping (numpy)",
     "knn": "standardised features + 15 nearest neighbours, distance-weighted",
 }
-
-_CLASS_NAMES = {0: "resistant", 1: "sensitive"}
-
-
-def check_training_labels(y: np.ndarray) -> np.ndarray:
-    """Labels as int8 0/1, refusing anything a binary response model cannot learn from."""
-    labels = np.asarray(y).ravel()
-    if not np.isin(labels, (0, 1)).all():
-        raise InputError("training labels must be 0 (resistant) or 1 (sensitive)")
-    present = np.unique(labels)
-    if present.size < 2:
-        only = _CLASS_NAMES[int(present[0])] if present.size else "none"
-        raise InputError(
-            f"training cells hold only one class ({only}); a classifier needs sensitive and "
-            "resistant cells: widen the selection or use another split"
-        )
-    return labels.astype(np.int8)
 
 
 class ResponseClassifier(ClassifierMixin, BaseEstimator):

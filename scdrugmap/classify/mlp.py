@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from scdrugmap.classify.classifiers import check_training_labels
+from scdrugmap.classify.labels import check_training_labels
 from scdrugmap.errors import InputError
 
 _LAYERS = ("fc1", "fc2", "fc3")
