@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scdrugmap.classify.labels import CLASS_NAMES
 from scdrugmap.errors import InputError
 
 METRIC_NAMES = (
@@ -42,8 +43,6 @@ METRIC_NAMES = (
     "balanced_accuracy",
     "accuracy",
 )
-
-_CLASS_NAMES = {0: "resistant", 1: "sensitive"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def compute_metrics(
     tn = int(np.sum(~predicted & ~truth))
     present = sorted({int(v) for v in np.unique(y)})
     one_class = (
-        f"test cells hold only class {_CLASS_NAMES[present[0]]}" if len(present) == 1 else None
+        f"test cells hold only class {CLASS_NAMES[present[0]]}" if len(present) == 1 else None
     )
     no_sensitive = "test cells hold no sensitive cell" if fn + tp == 0 else None
 

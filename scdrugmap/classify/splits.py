@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from scdrugmap.classify.labels import CLASS_NAMES
 from scdrugmap.errors import InputError
 
 SPLIT_KINDS = ("pooled", "cross-dataset", "few-shot")
-
-_CLASS_NAMES = {0: "resistant", 1: "sensitive"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def _inputs(
     present = np.unique(labels)
     if present.size < 2:
         raise InputError(
-            f"the selection holds only {_CLASS_NAMES[int(present[0])]} cells; "
+            f"the selection holds only {CLASS_NAMES[int(present[0])]} cells; "
             "a classifier needs both labels: widen the selection"
         )
     return labels, samples, datasets
@@ -113,7 +112,7 @@ def _pooled(labels: np.ndarray, samples: np.ndarray, n_folds: int, seed: int) ->
     if k < 2:
         pairs, k = _cell_level_folds(labels, n_folds, seed)
         note = (
-            f"only {per_class[rarest]} sample carries label {_CLASS_NAMES[rarest]}; "
+            f"only {per_class[rarest]} sample carries label {CLASS_NAMES[rarest]}; "
             "sample-grouped folds impossible; cells of one sample are on both sides of "
             "every split, so scores are optimistic"
         )
@@ -141,7 +140,7 @@ def _pooled(labels: np.ndarray, samples: np.ndarray, n_folds: int, seed: int) ->
     if k < n_folds:
         note = (
             f"{k} folds instead of {n_folds}: only {per_class[rarest]} samples carry label "
-            f"{_CLASS_NAMES[rarest]}, and each fold must hold out whole samples"
+            f"{CLASS_NAMES[rarest]}, and each fold must hold out whole samples"
         )
     return SplitPlan("pooled", folds, False, note, {**params, "n_folds_used": k, "level": "sample"})
 
@@ -149,7 +148,7 @@ def _pooled(labels: np.ndarray, samples: np.ndarray, n_folds: int, seed: int) ->
 def _require_both_classes(labels: np.ndarray, what: str, fix: str = "") -> None:
     present = np.unique(labels)
     if present.size < 2:
-        only = _CLASS_NAMES[int(present[0])] if present.size else "no"
+        only = CLASS_NAMES[int(present[0])] if present.size else "no"
         raise InputError(
             f"{what} hold only {only} cells; a classifier needs both labels"
             + (f": {fix}" if fix else "")
@@ -204,7 +203,7 @@ def _few_shot_fold(
         available = int(np.sum(target & (labels == c)))
         if available < shots:
             raise InputError(
-                f"data set {dataset_id!r} holds {available} {_CLASS_NAMES[c]} cells, fewer "
+                f"data set {dataset_id!r} holds {available} {CLASS_NAMES[c]} cells, fewer "
                 f"than the {shots} shots per label: lower --shots or leave it out"
             )
     per_class = _samples_per_class(labels[target], samples[target])
@@ -219,7 +218,7 @@ def _few_shot_fold(
             ]
             if not candidates:
                 fallback = (
-                    f"no sample of data set {dataset_id!r} holds {shots} {_CLASS_NAMES[c]} cells"
+                    f"no sample of data set {dataset_id!r} holds {shots} {CLASS_NAMES[c]} cells"
                 )
                 break
             chosen = candidates[int(rng.integers(len(candidates)))]
@@ -236,7 +235,7 @@ def _few_shot_fold(
         rarest = min(per_class, key=lambda c: (per_class[c], c))
         fallback = (
             f"only {per_class[rarest]} sample of data set {dataset_id!r} carries label "
-            f"{_CLASS_NAMES[rarest]}"
+            f"{CLASS_NAMES[rarest]}"
         )
     rng = _dataset_rng(seed, dataset_id)
     shot_cells = [
