@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from scdrugmap.finetune.lora import LoraSettings
 from scdrugmap.finetune.run import FinetuneRequest
 from scdrugmap.finetune.run import finetune as finetune_folds
+from scdrugmap.finetune.train import TrainSettings
 from scdrugmap.store.storage import Storage
+
+__all__ = ["FinetuneRequest", "LoraSettings", "TrainSettings", "finetune"]
 
 
 def finetune(store: Storage, request: FinetuneRequest, show_progress: bool = False):

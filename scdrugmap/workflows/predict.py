@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from scdrugmap.predict.predict import predict_files
+from scdrugmap.predict.predict import NO_CALL, Predictions, predict_files, write_predictions
 from scdrugmap.store.storage import Storage
+
+__all__ = ["NO_CALL", "Predictions", "predict", "write_predictions"]
 
 
 def predict(store: Storage, predictor: str, files, **options):
