@@ -13,7 +13,7 @@ import pandas as pd
 from scipy import sparse
 
 from scdrugmap import Store
-from scdrugmap.embed.provenance import utc_now
+from scdrugmap.provenance import utc_now
 from scdrugmap.store.catalog import connect
 from scdrugmap.store.dataset_zarr import write_dataset_zarr
 from scdrugmap.store.embedding_array import EmbeddingArray

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from scdrugmap.predict import cell_map
-from scdrugmap.predict.cell_map import principal_map
+from scdrugmap.report.cell_map import principal_map
 
 
 def test_the_map_is_the_first_two_principal_components(monkeypatch) -> None:

@@ -17,9 +17,9 @@ from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.geneformer import GeneformerEmbedder, GeneformerTokenizer
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 from tests.data_files import write_sample
 from tests.geneformer_checkpoint import PICKLES, write_geneformer_checkpoint
 

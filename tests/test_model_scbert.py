@@ -20,8 +20,8 @@ from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.scbert import ScBERTEmbedder
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 from tests.data_files import top_expressed_genes, write_sample
 from tests.performer_checkpoint import SHAPE
 from tests.scbert_checkpoint import write_scbert_checkpoint

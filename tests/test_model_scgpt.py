@@ -16,8 +16,8 @@ from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.scgpt import CellGenes, ScGPTEmbedder, digitize_within_cells
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 from tests.data_files import write_sample
 from tests.scgpt_checkpoint import write_scgpt_checkpoint
 

@@ -14,8 +14,8 @@ from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.models.tgpt import TGPTEmbedder
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 from tests.data_files import write_sample
 from tests.tgpt_checkpoint import write_tgpt_checkpoint
 

@@ -28,9 +28,9 @@ from scdrugmap.classify.selection import (
     leave_out,
 )
 from scdrugmap.classify.splits import SplitPlan, make_split
-from scdrugmap.embed.provenance import canonical_json, package_versions, utc_now
 from scdrugmap.errors import InputError
 from scdrugmap.progress import progress_bar
+from scdrugmap.provenance import canonical_json, package_versions, utc_now
 from scdrugmap.store.catalog import connect
 
 

@@ -21,9 +21,9 @@ import pandas as pd
 
 from scdrugmap.embed.chunk_pipeline import chunk_source, coverage, run_chunks
 from scdrugmap.embed.protocol import Embedder
-from scdrugmap.embed.provenance import canonical_json, package_versions, settings_hash, utc_now
 from scdrugmap.errors import InputError, StoreError
 from scdrugmap.progress import progress_bar
+from scdrugmap.provenance import canonical_json, package_versions, settings_hash, utc_now
 from scdrugmap.store.catalog import connect
 from scdrugmap.store.dataset_zarr import DatasetReader
 from scdrugmap.store.embedding_array import EmbeddingArray

@@ -38,7 +38,6 @@ from scdrugmap.classify.splits import make_split
 from scdrugmap.embed.build import load_foundation_model
 from scdrugmap.embed.into_store import embed_into_store
 from scdrugmap.embed.protocol import TrainableEmbedder
-from scdrugmap.embed.provenance import canonical_json, file_sha256, settings_hash, utc_now
 from scdrugmap.embed.registry import get_model
 from scdrugmap.errors import InputError
 from scdrugmap.finetune.cells import CellSource
@@ -50,6 +49,7 @@ from scdrugmap.finetune.lora import (
     resolve_targets,
 )
 from scdrugmap.finetune.train import TrainSettings, predict, train_fold
+from scdrugmap.provenance import canonical_json, file_sha256, settings_hash, utc_now
 from scdrugmap.store.storage import check_key
 
 VALIDATION_FOLDS = 5

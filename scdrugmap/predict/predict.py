@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scdrugmap.embed.provenance import file_sha256, settings_hash, utc_now
 from scdrugmap.embed.runner import LowCoverageError
 from scdrugmap.errors import InputError, StoreError
 from scdrugmap.predict.train import load_predictor
+from scdrugmap.provenance import file_sha256, settings_hash, utc_now
 
 OUTPUT_SUFFIXES = (".csv", ".h5ad")
 # A foundation model must know half of each new cell's expressed genes: a call from a

@@ -20,9 +20,9 @@ import pandas as pd
 
 from scdrugmap.classify.classifiers import make_classifier
 from scdrugmap.classify.selection import choose_for_embedding, failed_cells, leave_out
-from scdrugmap.embed.provenance import canonical_json, package_versions, utc_now
 from scdrugmap.errors import InputError, StoreError
 from scdrugmap.predict.saved import load_classifier, save_classifier
+from scdrugmap.provenance import canonical_json, package_versions, utc_now
 from scdrugmap.store.catalog import connect
 
 RECORD = "predictor.json"

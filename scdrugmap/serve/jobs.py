@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scdrugmap.data.prepare import file_stem
-from scdrugmap.embed.provenance import utc_now
 from scdrugmap.errors import ScdrugmapError
 from scdrugmap.predict.predict import predict_files
 from scdrugmap.progress import progress_to
+from scdrugmap.provenance import utc_now
 from scdrugmap.serve.job_outputs import JobOutputs, write_outputs
 from scdrugmap.serve.uploads import StagedUploads
 

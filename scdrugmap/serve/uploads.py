@@ -21,8 +21,8 @@ from fastapi import Request
 
 from scdrugmap.data.obs_columns import CellColumns
 from scdrugmap.data.readers import detect_format
-from scdrugmap.embed.provenance import utc_now
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import utc_now
 
 UPLOAD_FORMATS = ("h5ad", "10x-h5", "table")
 # Uploads waiting for a job: at most this many, none older than this.

@@ -34,9 +34,9 @@ import pandas as pd
 
 from scdrugmap.classify.evaluate import RunIdentity, RunRecord, _metric_rows, finish_run
 from scdrugmap.classify.splits import Fold, SplitPlan
-from scdrugmap.embed.provenance import utc_now
 from scdrugmap.errors import InputError
 from scdrugmap.progress import progress_bar
+from scdrugmap.provenance import utc_now
 from scdrugmap.zeroshot.client import ChatClient
 from scdrugmap.zeroshot.parse import parse_answer
 from scdrugmap.zeroshot.prompt import PROMPT_VERSION, build_messages, top_gene_indices

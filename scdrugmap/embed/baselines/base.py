@@ -23,8 +23,8 @@ from scdrugmap.embed.baselines.fit import (
     union_genes,
 )
 from scdrugmap.embed.baselines.saved_fit import ARRAYS, SavedFit
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.progress import progress_bar
+from scdrugmap.provenance import file_sha256
 
 
 class FittedBaseline:

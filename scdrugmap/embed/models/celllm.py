@@ -36,10 +36,10 @@ from scdrugmap.embed.performer import (
     performer_shapes,
     read_performer_state,
 )
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import autocast, pad_ragged, to_device
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 
 WEIGHTS = "checkpoint4_fixed.pth"
 GENE2VEC = "gene2vec_19379_512.npy"

@@ -43,11 +43,11 @@ from torch import nn
 from scdrugmap.embed.cell_blocks import DEFINITION
 from scdrugmap.embed.cell_random import CellGenes, cell_seeds, keyed_draws
 from scdrugmap.embed.panel import GenePanel
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import autocast, load_weights, to_device
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 
 CONFIG_SUFFIX = ".config.json"
 WEIGHTS_SUFFIX = ".best.ckpt"

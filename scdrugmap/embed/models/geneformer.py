@@ -20,11 +20,11 @@ import torch
 from scipy import sparse
 from transformers import BertConfig, BertModel
 
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged, to_device
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 
 TARGET_SUM = 10_000
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -41,10 +41,10 @@ from scdrugmap.embed.performer import (
     performer_shapes,
     read_performer_state,
 )
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import autocast, to_device
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 
 WEIGHTS = "panglao_pretrain.pth"
 GENE2VEC = "gene2vec_16906.npy"

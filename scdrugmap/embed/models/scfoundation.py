@@ -27,10 +27,10 @@ from torch import nn
 
 from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.panel import GenePanel
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged, to_device
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 
 CHECKPOINT = "models.ckpt"
 GENE_INDEX = "OS_scRNA_gene_index.19264.tsv"

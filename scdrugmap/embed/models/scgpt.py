@@ -25,10 +25,10 @@ from torch import nn
 
 from scdrugmap.embed.cell_random import CellGenes, cell_seeds, gene_draws, uniform
 from scdrugmap.embed.layers import EncoderLayer
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.torch_embedder import TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged, to_device
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 
 FILES = {"weights": "best_model.pt", "vocab": "vocab.json", "args": "args.json"}
 SPECIAL_TOKENS = ("<pad>", "<cls>", "<eoc>")

@@ -26,7 +26,6 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
 from scdrugmap.data.genes import is_gene_symbol
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.ranking import rank_expressed
 from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import (
@@ -35,6 +34,7 @@ from scdrugmap.embed.torch_runtime import (
     to_device,
 )
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 
 DEFAULTS = {
     "top_n": 100,

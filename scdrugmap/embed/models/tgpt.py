@@ -24,7 +24,6 @@ from scipy import sparse
 from transformers import GPT2Model
 from transformers.utils import logging as transformers_logging
 
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.ranking import rank_expressed
 from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import (
@@ -33,6 +32,7 @@ from scdrugmap.embed.torch_runtime import (
     to_device,
 )
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 DEFAULTS = {"max_length": None, "precision": "float32"}

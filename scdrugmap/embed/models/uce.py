@@ -32,11 +32,11 @@ from torch import nn
 
 from scdrugmap.embed.cell_random import CellGenes, cell_seeds, keyed_draws, uniform
 from scdrugmap.embed.layers import EncoderLayer
-from scdrugmap.embed.provenance import file_sha256
 from scdrugmap.embed.safe_pickle import load_plain_pickle
 from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
 from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged, to_device
 from scdrugmap.errors import InputError
+from scdrugmap.provenance import file_sha256
 
 MODEL_FILES = ("4layer_model.torch", "33l_8ep_1024t_1280.torch")
 TOKEN_FILE = "all_tokens.torch"
