@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from scdrugmap.predict.train import read_predictor_record
 from scdrugmap.serve.frames import FigureFormat, figure_response, records
 from scdrugmap.serve.predictor_figures import PREDICTOR_FIGURES, figure_list, predictor_figure
 from scdrugmap.store.storage import check_key
+from scdrugmap.workflows.predict import read_predictor_record
 
 router = APIRouter(prefix="/api", tags=["store"])
 

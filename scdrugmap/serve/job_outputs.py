@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scdrugmap.predict.predict import Predictions
 from scdrugmap.report.cell_map import principal_map
 from scdrugmap.report.prediction_figures import (
     plot_probability_histograms,
     plot_probability_map,
 )
+from scdrugmap.workflows.predict import Predictions
 
 CELL_COLUMNS = (
     "barcode",

@@ -16,7 +16,6 @@ from fastapi.responses import FileResponse
 
 from scdrugmap.data.obs_columns import read_cell_columns
 from scdrugmap.errors import InputError, ScdrugmapError
-from scdrugmap.predict.train import read_predictor_record
 from scdrugmap.serve.frames import FigureFormat, figure_response, records
 from scdrugmap.serve.job_outputs import FIGURES, JobOutputs
 from scdrugmap.serve.jobs import JOB_ID, Job, JobQueue
@@ -28,6 +27,7 @@ from scdrugmap.serve.uploads import (
     safe_filename,
 )
 from scdrugmap.store.storage import check_key
+from scdrugmap.workflows.predict import read_predictor_record
 
 router = APIRouter(prefix="/api", tags=["prediction jobs"])
 

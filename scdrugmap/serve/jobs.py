@@ -2,7 +2,7 @@
 
 One at a time because embedding already uses every core (or the GPU); a second
 job waits its turn instead of halving both. A job ingests the upload as a data
-set of its own, embeds and classifies it (`predict_files`), then draws its
+set of its own, embeds and classifies it (the `predict` workflow), then draws its
 figures. Its upload is deleted once ingested. When it fails, its data set,
 upload and folder are removed, so the store is as it was, and the job keeps
 the one-line message `ingest` would have printed for the same file, and the
@@ -26,11 +26,11 @@ from pathlib import Path
 
 from scdrugmap.data.prepare import file_stem
 from scdrugmap.errors import ScdrugmapError
-from scdrugmap.predict.predict import predict_files
 from scdrugmap.progress import progress_to
 from scdrugmap.provenance import utc_now
 from scdrugmap.serve.job_outputs import JobOutputs, write_outputs
 from scdrugmap.serve.uploads import StagedUploads
+from scdrugmap.workflows.predict import predict
 
 log = logging.getLogger("scdrugmap.serve")
 
@@ -203,7 +203,7 @@ class JobQueue:
         job.state, job.stage = "running", "reading and checking the file"
         try:
             with progress_to(self._progress(job)):
-                result = predict_files(
+                result = predict(
                     self.store,
                     job.predictor,
                     [upload],

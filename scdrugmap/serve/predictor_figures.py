@@ -11,10 +11,10 @@ import threading
 from pathlib import Path
 
 from scdrugmap.errors import StoreError
-from scdrugmap.predict.train import read_predictor_record
 from scdrugmap.report.figures import plot_f1_bars, plot_metric_heatmap, plot_roc_pr
 from scdrugmap.report.html import curve_rows
 from scdrugmap.report.tables import summarise
+from scdrugmap.workflows.predict import read_predictor_record
 
 PREDICTOR_FIGURES = {
     "roc_pr": "ROC and precision-recall curves of its cross-validated run (held-out cells)",
