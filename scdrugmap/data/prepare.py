@@ -29,6 +29,7 @@ from scdrugmap.data.readers import (
 )
 from scdrugmap.data.source import file_error
 from scdrugmap.data.validate import (
+    NORMALIZED_FIX,
     check_dataset_id,
     check_gene_ids,
     check_source,
@@ -86,10 +87,30 @@ def prepare_dataset(
     `show_progress` draws a bar of the bytes read (big gzipped tables take minutes).
     """
     paths = [Path(f) for f in files]
-    _check_options(paths, options)
+    _check_options(len(paths), options)
     for path in paths:
         check_readable(path)  # every path, before minutes go into reading the first
-    tables = _read_tables(paths, options, show_progress)
+    return _assemble(_read_tables(paths, options, show_progress), options)
+
+
+def prepare_tables(
+    tables: Sequence[SourceTable], options: IngestOptions, *, counts_fix: str = NORMALIZED_FIX
+) -> PreparedDataset:
+    """Tables already in memory (an AnnData a caller holds, say) through the same checks
+    and merge as files, so a data set does not depend on where its cells came from.
+
+    `counts_fix` is the remedy named when values are not counts, worded for the caller
+    (the default names the CLI's --values). The tables' matrices are not modified."""
+    _check_options(len(tables), options)
+    for table in tables:
+        check_source(table, options.values, counts_fix=counts_fix)
+    return _assemble(list(tables), options)
+
+
+def _assemble(tables: list[SourceTable], options: IngestOptions) -> PreparedDataset:
+    """Checked tables merged into one data set: labels, samples, the union of genes,
+    unique barcodes, per-cell totals and the gene identifier census."""
+    paths = [t.path for t in tables]
     labels = np.concatenate([_labels(t, i, options) for i, t in enumerate(tables)])
     samples = np.concatenate([_samples(t, i, len(tables), options) for i, t in enumerate(tables)])
     genes, counts = _merge_genes(tables)
@@ -187,7 +208,8 @@ def _label_warnings(dataset_id: str, labels: np.ndarray) -> list[str]:
     ]
 
 
-def _check_options(paths: list[Path], options: IngestOptions) -> None:
+def _check_options(n: int, options: IngestOptions) -> None:
+    """The options fit `n` input files (or in-memory tables)."""
     check_dataset_id(options.dataset_id)
     check_value_kind(options.values)
     if options.orientation not in ORIENTATIONS:
@@ -195,7 +217,6 @@ def _check_options(paths: list[Path], options: IngestOptions) -> None:
             f"--orientation {options.orientation!r}: unknown orientation; "
             f"use one of {list(ORIENTATIONS)}"
         )
-    n = len(paths)
     if n == 0:
         raise InputError("no input files; give one or more files to ingest")
     if options.labels and options.label_column:
@@ -321,12 +342,15 @@ def _merge_genes(tables: list[SourceTable]) -> tuple[list[str], sparse.csr_matri
     for table in tables:
         position = union.get_indexer(pd.Index(table.genes, dtype=object))
         c = table.counts
-        part = sparse.csr_matrix(
-            (c.data, position[c.indices], c.indptr), shape=(c.shape[0], len(union))
+        parts.append(
+            sparse.csr_matrix(
+                (c.data, position[c.indices], c.indptr), shape=(c.shape[0], len(union))
+            )
         )
-        part.sort_indices()
-        parts.append(part)
+    # The parts share their tables' values (a caller's own matrix, for an AnnData), so
+    # only the stacked copy is sorted in place.
     counts = sparse.vstack(parts, format="csr", dtype=np.float32)
+    counts.sort_indices()
     return union.tolist(), counts
 
 

@@ -37,8 +37,9 @@ def check_value_kind(values: str) -> None:
         raise InputError(f"--values {values!r}: unknown value kind; use one of {list(VALUE_KINDS)}")
 
 
-def check_source(table: SourceTable, values: str) -> None:
-    """Shape, unique names, and values fit for `values` ('counts' or 'normalized')."""
+def check_source(table: SourceTable, values: str, *, counts_fix: str = NORMALIZED_FIX) -> None:
+    """Shape, unique names, and values fit for `values` ('counts' or 'normalized');
+    `counts_fix` is the remedy named when counts are not counts."""
     n_cells, n_genes = table.counts.shape
     fix = "check that the file is complete and that --orientation is right"
     if n_genes == 0:
@@ -47,7 +48,7 @@ def check_source(table: SourceTable, values: str) -> None:
         raise file_error(table.path, "the file holds no cells", fix)
     _check_unique(table.path, table.genes, "gene name", "make the gene names unique")
     _check_unique(table.path, table.barcodes, "barcode", "make the cell barcodes unique")
-    _check_values(table, values)
+    _check_values(table, values, counts_fix)
 
 
 def check_gene_ids(where: str, genes: Sequence[str]) -> None:
@@ -71,7 +72,7 @@ def _check_unique(path: Path, names: Sequence[str], what: str, fix: str) -> None
         raise file_error(path, problem, fix)
 
 
-def _check_values(table: SourceTable, values: str) -> None:
+def _check_values(table: SourceTable, values: str, counts_fix: str) -> None:
     data = table.counts.data
     if table.counts.nnz == 0:
         raise file_error(table.path, "every value is zero", "check that the file holds the data")
@@ -87,13 +88,11 @@ def _check_values(table: SourceTable, values: str) -> None:
         return
     negative = data < 0
     if negative.any():
-        raise _value_error(
-            table, negative, "negative values, which counts cannot have", NORMALIZED_FIX
-        )
+        raise _value_error(table, negative, "negative values, which counts cannot have", counts_fix)
     fractional = data != np.floor(data)
     if fractional.any():
         problem = "non-integer values, which counts cannot have"
-        raise _value_error(table, fractional, problem, NORMALIZED_FIX)
+        raise _value_error(table, fractional, problem, counts_fix)
 
 
 def _value_error(table: SourceTable, bad: np.ndarray, problem: str, fix: str) -> InputError:
