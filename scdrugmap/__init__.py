@@ -3,6 +3,8 @@
 The public Python API: `scdrugmap.open_store(path)` gives a `Store` with the
 operations as methods (ingest, embed, evaluate, train_predictor, predict, finetune,
 report, export); the CLI and the service call the same workflow functions.
+`scdrugmap.embed_anndata(adata, model="pca")` embeds a scanpy user's AnnData into
+`adata.obsm["X_pca"]` through the same code, without a store to keep.
 """
 
 from scdrugmap.errors import InputError, ScdrugmapError, StoreError
@@ -14,6 +16,7 @@ __all__ = [
     "Store",
     "StoreError",
     "__version__",
+    "embed_anndata",
     "open_store",
 ]
 
@@ -24,4 +27,8 @@ def __getattr__(name: str):
         from scdrugmap.workflows import api
 
         return getattr(api, name)
+    if name == "embed_anndata":
+        from scdrugmap.workflows.anndata import embed_anndata
+
+        return embed_anndata
     raise AttributeError(name)
