@@ -1,5 +1,5 @@
-"""The README's own shell commands, read from its code blocks, so the acceptance suite
-runs what a user copies and the README cannot drift from what works."""
+"""The README's own shell commands and Python code, read from its code blocks, so the
+acceptance suite runs what a user copies and the README cannot drift from what works."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 README = Path(__file__).parents[2] / "README.md"
 _BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
+_PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 
 def section(title: str) -> str:
@@ -30,3 +31,8 @@ def commands(text: str) -> list[list[str]]:
             if argv:
                 found.append(argv)
     return found
+
+
+def python_blocks(text: str) -> list[str]:
+    """The code of every python block in `text`, in order."""
+    return _PYTHON_BLOCK.findall(text)
