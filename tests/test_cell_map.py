@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.decomposition import PCA
 
-from scdrugmap.predict import cell_map
+from scdrugmap.report import cell_map
 from scdrugmap.report.cell_map import principal_map
 
 
