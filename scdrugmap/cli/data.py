@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from scdrugmap.cli.group import main
-from scdrugmap.cli.options import catalog_path, catalog_rows, csv_list, store_from
+from scdrugmap.cli.options import csv_list, json_option, store_from, store_path
 from scdrugmap.cli.output import print_frame, print_rows
 
 
@@ -63,29 +63,29 @@ from scdrugmap.cli.output import print_frame, print_rows
     "already normalised or z-scored values (baselines only).",
 )
 @click.option("--replace", is_flag=True, help="Overwrite a data set with the same identifier.")
-@click.option("--json", "as_json", is_flag=True, help="Print the new data set as JSON.")
+@json_option("Print the new data set as JSON.")
 @click.pass_context
 def ingest(
-    ctx,
-    files,
-    dataset_id,
-    samples,
-    labels,
-    label_column,
-    sensitive_values,
-    resistant_values,
-    sample_column,
-    drug,
-    cancer_type,
-    tissue,
-    therapy,
-    regimen,
-    species,
-    meta,
-    orientation,
-    values,
-    replace,
-    as_json,
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    dataset_id: str,
+    samples: tuple[str, ...],
+    labels: tuple[str, ...],
+    label_column: str | None,
+    sensitive_values: str | None,
+    resistant_values: str | None,
+    sample_column: str | None,
+    drug: str | None,
+    cancer_type: str | None,
+    tissue: str | None,
+    therapy: str | None,
+    regimen: str | None,
+    species: str,
+    meta: tuple[str, ...],
+    orientation: str,
+    values: str,
+    replace: bool,
+    as_json: bool,
 ) -> None:
     """Add a data set built from one or more FILES to the store.
 
@@ -105,8 +105,8 @@ def ingest(
     """
     import pandas as pd
 
-    from scdrugmap.data.prepare import IngestOptions, prepare_dataset
     from scdrugmap.errors import InputError
+    from scdrugmap.workflows.ingest import IngestOptions, ingest
 
     meta_pairs = {}
     for item in meta:
@@ -132,10 +132,9 @@ def ingest(
         orientation=orientation,
         values=values,
     )
-    prepared = prepare_dataset(files, options, show_progress=not as_json)
-    row = store_from(ctx).add_prepared(prepared, replace=replace)
+    row = ingest(store_from(ctx), files, options, replace=replace, show_progress=not as_json)
     if as_json:
-        print_frame(pd.DataFrame([{**row, "warnings": prepared.warnings}]), True)
+        print_frame(pd.DataFrame([row]), True)
     else:
         click.echo(
             f"ingested {row['dataset_id']}: {row['n_cells']} cells × {row['n_genes']} genes, "
@@ -143,15 +142,17 @@ def ingest(
             f"{row['n_resistant']} resistant / {row['n_unknown']} unknown "
             f"(gene identifiers: {row['gene_id_type']})"
         )
-    for warning in prepared.warnings:
+    for warning in row["warnings"]:
         click.echo(f"warning: {warning}", err=True)
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
+@json_option()
 @click.pass_context
-def datasets(ctx, as_json: bool) -> None:
+def datasets(ctx: click.Context, as_json: bool) -> None:
     """List data sets: cells, genes, labels, samples and metadata."""
+    from scdrugmap.workflows.catalog import catalog_file, catalog_rows
+
     columns = (
         "*"
         if as_json
@@ -159,17 +160,19 @@ def datasets(ctx, as_json: bool) -> None:
         "drug, cancer_type, tissue, therapy, value_type, gene_id_type"
     )
     names, rows = [], []
-    if catalog_path(ctx).exists():
-        names, rows = catalog_rows(ctx, f"SELECT {columns} FROM datasets ORDER BY dataset_id")
+    if catalog_file(store_path(ctx)).exists():
+        names, rows = catalog_rows(
+            store_path(ctx), f"SELECT {columns} FROM datasets ORDER BY dataset_id"
+        )
     print_rows(names, rows, as_json, "data sets")
 
 
 @main.command()
 @click.argument("query")
 @click.option("--limit", type=int, default=None, help="At most this many rows.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
+@json_option()
 @click.pass_context
-def sql(ctx, query: str, limit: int | None, as_json: bool) -> None:
+def sql(ctx: click.Context, query: str, limit: int | None, as_json: bool) -> None:
     """Run a read-only SQL QUERY over the catalog.
 
     Tables: datasets, cells, embeddings, failures (cells an embedding saw nothing
@@ -181,7 +184,9 @@ def sql(ctx, query: str, limit: int | None, as_json: bool) -> None:
     Example:
       scdrugmap sql "SELECT dataset_id, label, count(*) FROM cells GROUP BY ALL"
     """
-    columns, rows = catalog_rows(ctx, query, limit)
+    from scdrugmap.workflows.catalog import catalog_rows
+
+    columns, rows = catalog_rows(store_path(ctx), query, limit)
     print_rows(columns, rows, as_json)
 
 
@@ -195,7 +200,7 @@ def sql(ctx, query: str, limit: int | None, as_json: bool) -> None:
     help="Output .h5ad path.",
 )
 @click.pass_context
-def export(ctx, embedding: str, dataset_id: str, out: Path) -> None:
+def export(ctx: click.Context, embedding: str, dataset_id: str, out: Path) -> None:
     """Write a data set as .h5ad with the embedding in .obsm["X_<KEY>"].
 
     obs_names are the cells' barcodes in store order and .obs holds the cell

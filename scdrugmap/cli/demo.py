@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from scdrugmap.cli.group import main
+from scdrugmap.cli.options import json_option
 from scdrugmap.cli.output import print_results
 
 
@@ -26,7 +27,7 @@ from scdrugmap.cli.output import print_results
     show_default=True,
     help="Multiplies the number of generated cells.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@json_option("Print the results as JSON.")
 def demo(out: Path, seed: int, scale: float, as_json: bool) -> None:
     """Run the whole pipeline on the built-in generated data set.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -11,6 +12,7 @@ from scdrugmap.cli.options import (
     CHECKPOINT_OPTION,
     DEVICE_OPTION,
     PARAM_OPTION,
+    json_option,
     parse_params,
     store_from,
 )
@@ -18,7 +20,7 @@ from scdrugmap.cli.output import print_frame, print_rows
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
+@json_option()
 def models(as_json: bool) -> None:
     """List the embedders: size, gene identifiers, input length, checkpoint files, readiness.
 
@@ -27,22 +29,10 @@ def models(as_json: bool) -> None:
     $SCDRUGMAP_CHECKPOINTS) and holds the published files; `embed` then needs
     no --checkpoint.
     """
-    from scdrugmap.embed.checkpoints import availability
-    from scdrugmap.embed.registry import MODELS
+    from scdrugmap.workflows.catalog import model_rows
 
-    columns = ["model", "embedding", "genes", "max length", "checkpoint files", "status"]
-    rows = []
-    for spec in MODELS.values():
-        if spec.fitted_in_store:
-            files, status = "none: fitted in the store", "ready"
-        else:
-            files, status = ", ".join(spec.checkpoint_files), availability(spec).describe()
-        rows.append([spec.name, spec.dim, spec.gene_ids, spec.max_length, files, status])
-    if as_json:
-        descriptions = {spec.name: (spec.description, spec.source) for spec in MODELS.values()}
-        for row in rows:
-            row.extend(descriptions[row[0]])
-        columns += ["description", "published at"]
+    # Scripts get each model's description and source too; the table stays narrow.
+    columns, rows = model_rows(with_descriptions=as_json)
     print_rows(columns, rows, as_json, "models")
 
 
@@ -98,25 +88,25 @@ def models(as_json: bool) -> None:
 )
 @click.option("--workers", type=int, help="Ray actors (default: one per GPU, else per CPU).")
 @click.option("--replace", is_flag=True, help="Delete this key (and its fit) first.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option("Print the summary as JSON.")
 @click.pass_context
 def embed(
-    ctx,
-    model,
-    dataset_ids,
-    key,
-    checkpoint,
-    fit_on,
-    chunk_size,
-    dtype,
-    device,
-    min_coverage,
-    params,
-    executor,
-    address,
-    workers,
-    replace,
-    as_json,
+    ctx: click.Context,
+    model: str,
+    dataset_ids: str,
+    key: str | None,
+    checkpoint: Path | None,
+    fit_on: str | None,
+    chunk_size: int,
+    dtype: str,
+    device: str,
+    min_coverage: float | None,
+    params: tuple[str, ...],
+    executor: str,
+    address: str | None,
+    workers: int | None,
+    replace: bool,
+    as_json: bool,
 ) -> None:
     """Embed data sets into the store, chunk by chunk; reruns resume.
 
@@ -171,9 +161,9 @@ def embed(
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
+@json_option()
 @click.pass_context
-def embeddings(ctx, as_json: bool) -> None:
+def embeddings(ctx: click.Context, as_json: bool) -> None:
     """List stored embeddings with provenance and completeness."""
     frame = store_from(ctx).embeddings()
     if not as_json and not frame.empty:

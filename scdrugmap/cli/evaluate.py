@@ -7,9 +7,8 @@ import sys
 import click
 
 from scdrugmap.cli.group import main
-from scdrugmap.cli.options import csv_list, eval_options, store_from
+from scdrugmap.cli.options import csv_list, eval_options, json_option, store_from, store_path
 from scdrugmap.cli.output import print_frame, print_results, report_run
-from scdrugmap.errors import ScdrugmapError
 
 
 @main.command()
@@ -18,7 +17,17 @@ from scdrugmap.errors import ScdrugmapError
 @click.option("--split", required=True, help="pooled, cross-dataset or few-shot.")
 @eval_options
 @click.pass_context
-def evaluate(ctx, embedding, classifier, split, where, n_folds, shots, seed, as_json) -> None:
+def evaluate(
+    ctx: click.Context,
+    embedding: str,
+    classifier: str,
+    split: str,
+    where: str | None,
+    n_folds: int,
+    shots: int,
+    seed: int,
+    as_json: bool,
+) -> None:
     """Cross-validate one classifier on one stored embedding.
 
     Splits never put cells of one sample (pooled) or one data set
@@ -48,40 +57,49 @@ def evaluate(ctx, embedding, classifier, split, where, n_folds, shots, seed, as_
 @eval_options
 @click.pass_context
 def benchmark(
-    ctx, embedding_keys, classifiers, splits, where, n_folds, shots, seed, as_json
+    ctx: click.Context,
+    embedding_keys: str,
+    classifiers: str,
+    splits: str,
+    where: str | None,
+    n_folds: int,
+    shots: int,
+    seed: int,
+    as_json: bool,
 ) -> None:
     """Evaluate every embedding × classifier × split and print the results table.
 
     A combination that cannot run (say, cross-dataset with one data set) is
     reported and skipped; the exit code is then 1.
     """
+    from scdrugmap.workflows.benchmark import benchmark as run_benchmark
+
     store = store_from(ctx)
+    steps = run_benchmark(
+        store,
+        csv_list(embedding_keys),
+        csv_list(classifiers),
+        csv_list(splits),
+        where=where,
+        n_folds=n_folds,
+        shots=shots,
+        seed=seed,
+        show_progress=not as_json,
+    )
     failures = []
     told = set()
-    for embedding_key in csv_list(embedding_keys):
-        for classifier in csv_list(classifiers):
-            for split in csv_list(splits):
-                try:
-                    record = store.evaluate(
-                        embedding_key,
-                        classifier,
-                        split,
-                        where=where,
-                        n_folds=n_folds,
-                        shots=shots,
-                        seed=seed,
-                        show_progress=not as_json,
-                    )
-                except ScdrugmapError as error:
-                    failures.append(f"{embedding_key} × {classifier} × {split}: {error}")
-                    continue
-                if as_json:
-                    continue
-                if record.selection_message and embedding_key not in told:
-                    told.add(embedding_key)
-                    click.echo(record.selection_message)
-                if record.note:
-                    click.echo(f"note ({embedding_key} × {classifier} × {split}): {record.note}")
+    # Each step's messages as soon as it is done, so a long benchmark reports as it goes.
+    for step in steps:
+        if step.record is None:
+            failures.append(f"{step.name}: {step.error}")
+            continue
+        if as_json:
+            continue
+        if step.record.selection_message and step.embedding not in told:
+            told.add(step.embedding)
+            click.echo(step.record.selection_message)
+        if step.record.note:
+            click.echo(f"note ({step.name}): {step.record.note}")
     print_results(store, as_json, scope="pooled")
     for failure in failures:
         click.echo(f"skipped: {failure}", err=True)
@@ -97,18 +115,19 @@ def benchmark(
     show_default=True,
     help="pooled: all test cells of a fold; dataset: per data set.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON records (summary per row).")
+@json_option("Print JSON records (summary per row).")
 @click.pass_context
-def results(ctx, scope: str, as_json: bool) -> None:
+def results(ctx: click.Context, scope: str, as_json: bool) -> None:
     """The results table: mean ± s.e.m. per (embedding, classifier, split).
 
     Only the latest run of each combination (and selection) is shown.
     """
-    store = store_from(ctx)
+    from scdrugmap.workflows.results import open_results, summarise
+
+    # Not store_from: reading results needs neither torch nor scikit-learn.
+    store = open_results(store_path(ctx))
     frame = store.results()
     if scope == "pooled" or frame.empty:
         print_results(store, as_json, scope)
         return
-    from scdrugmap.report.tables import summarise
-
     print_frame(summarise(frame, scope="dataset").round(3), as_json, "results per data set")

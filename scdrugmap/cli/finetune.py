@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from scdrugmap.cli.group import main
@@ -54,27 +56,27 @@ from scdrugmap.cli.output import report_run
 @PARAM_OPTION
 @click.pass_context
 def finetune(
-    ctx,
-    model,
-    checkpoint,
-    split,
-    where,
-    n_folds,
-    shots,
-    seed,
-    as_json,
-    lora_r,
-    lora_alpha,
-    lora_dropout,
-    lora_targets,
-    epochs,
-    embed_as,
-    lr,
-    batch_size,
-    accumulate,
-    patience,
-    device,
-    params,
+    ctx: click.Context,
+    model: str,
+    checkpoint: Path | None,
+    split: str,
+    where: str | None,
+    n_folds: int,
+    shots: int,
+    seed: int,
+    as_json: bool,
+    lora_r: int,
+    lora_alpha: float,
+    lora_dropout: float,
+    lora_targets: str,
+    epochs: int,
+    embed_as: str | None,
+    lr: float,
+    batch_size: int,
+    accumulate: int,
+    patience: int,
+    device: str,
+    params: tuple[str, ...],
 ) -> None:
     """Fine-tune a foundation model with LoRA adapters and an MLP head, per fold.
 
@@ -84,9 +86,7 @@ def finetune(
     fold's adapter, head and trained cells are kept in the store; the same
     command rerun after a crash resumes where it stopped.
     """
-    from scdrugmap.finetune.lora import LoraSettings
-    from scdrugmap.finetune.run import FinetuneRequest
-    from scdrugmap.finetune.train import TrainSettings
+    from scdrugmap.workflows.finetune import FinetuneRequest, LoraSettings, TrainSettings
 
     targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
     request = FinetuneRequest(

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -37,11 +38,17 @@ class _Group(click.Group):
     """Turns user-facing errors into one line: the library's with exit code 1, usage
     errors with exit code 2."""
 
-    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
         with _usage_errors_in_one_line():  # the group's own options and arguments
             return super().make_context(info_name, args, parent, **extra)
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             with _usage_errors_in_one_line():  # the command's name, options and arguments
                 return super().invoke(ctx)

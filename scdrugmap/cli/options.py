@@ -1,42 +1,41 @@
-"""Options and argument parsing that several commands share, so each is written once."""
+"""Options and argument parsing that several commands share, so each is written once,
+and the store the `--store` option names."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-
-def store_from(ctx: click.Context):
+if TYPE_CHECKING:
     from scdrugmap.workflows.api import Store
 
-    return Store(ctx.obj["store"])
+F = TypeVar("F", bound=Callable)
+
+
+def store_path(ctx: click.Context) -> Path | None:
+    """The --store given, or None for the default ($SCDRUGMAP_STORE or ./scdrugmap-store)."""
+    return ctx.obj["store"]
+
+
+def store_from(ctx: click.Context) -> Store:
+    """The store with every operation; imported here, not at the top, because the workflows
+    import the heavy libraries and `--help` must not wait for them."""
+    from scdrugmap.workflows.api import Store
+
+    return Store(store_path(ctx))
 
 
 def csv_list(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
-def catalog_path(ctx: click.Context) -> Path:
-    from scdrugmap.store.location import CATALOG_NAME, default_store_path
-
-    return (ctx.obj["store"] or default_store_path()) / CATALOG_NAME
-
-
-def catalog_rows(ctx: click.Context, query: str, limit: int | None = None):
-    """Run a read-only query on the store's catalog by the fast path (no pandas)."""
-    from scdrugmap.errors import StoreError
-    from scdrugmap.store.sql import query_rows
-
-    catalog = catalog_path(ctx)
-    path = catalog.parent
-    if not catalog.exists():
-        raise StoreError(
-            f"{path}: no scdrugmap store here; run `scdrugmap --store {path} ingest ...` "
-            "first, or point --store / $SCDRUGMAP_STORE at one"
-        )
-    return query_rows(catalog, query, limit)
+def json_option(help_text: str = "Print JSON records.") -> Callable[[F], F]:
+    """`--json`: every command that prints offers it, with its own wording of what it prints."""
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
 CHECKPOINT_OPTION = click.option(
@@ -60,6 +59,7 @@ PARAM_OPTION = click.option(
 
 
 def parse_params(params: tuple[str, ...]) -> dict:
+    """--param KEY=VALUE pairs; a VALUE that reads as JSON (30, true, "a") is taken as such."""
     from scdrugmap.errors import InputError
 
     parsed = {}
@@ -98,11 +98,12 @@ EVAL_OPTIONS = [
     click.option(
         "--seed", type=int, default=0, show_default=True, help="Seed of splits and models."
     ),
-    click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+    json_option("Print JSON."),
 ]
 
 
-def eval_options(command):
+def eval_options(command: F) -> F:
+    """The options evaluate, benchmark and finetune share (selection, folds, shots, seed)."""
     for option in reversed(EVAL_OPTIONS):
         command = option(command)
     return command

@@ -1,14 +1,28 @@
-"""Printing: rich tables for people, JSON records for scripts, run records and results."""
+"""Printing: rich tables for people, JSON records for scripts, run records and results.
+
+pandas and rich are imported by the callers' data or inside the functions, so the
+listing commands that print plain rows (`sql`, `datasets`, `models`) never load pandas.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def print_frame(frame, as_json: bool, title: str | None = None) -> None:
+    from scdrugmap.workflows.benchmark import RunRecord
+    from scdrugmap.workflows.results import Storage
+
+RESULTS_TITLE = "results: mean ± s.e.m. over folds (all test cells of each fold)"
+
+
+def print_frame(frame: pd.DataFrame, as_json: bool, title: str | None = None) -> None:
     """A DataFrame as a rich table for people, or JSON records for scripts."""
     if as_json:
         click.echo(frame.to_json(orient="records", date_format="iso", default_handler=str))
@@ -16,7 +30,9 @@ def print_frame(frame, as_json: bool, title: str | None = None) -> None:
     print_rows(list(frame.columns), list(frame.itertuples(index=False)), False, title)
 
 
-def print_rows(columns: list[str], rows: list, as_json: bool, title: str | None = None) -> None:
+def print_rows(
+    columns: Sequence[str], rows: Sequence[Sequence], as_json: bool, title: str | None = None
+) -> None:
     """Rows as a rich table or as JSON records; needs neither pandas nor numpy."""
     if as_json:
         records = [dict(zip(columns, row)) for row in rows]
@@ -39,7 +55,8 @@ def print_rows(columns: list[str], rows: list, as_json: bool, title: str | None 
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
-def _json_default(value):
+def _json_default(value: Any) -> Any:
+    """Dates and numpy scalars from the catalog, which json cannot write by itself."""
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if hasattr(value, "item"):
@@ -47,15 +64,17 @@ def _json_default(value):
     return str(value)
 
 
-def _is_missing(value) -> bool:
+def _is_missing(value: Any) -> bool:
+    """None or NaN (the only value unequal to itself) prints as an empty cell."""
     try:
         return value is None or value != value
     except (TypeError, ValueError):
         return False
 
 
-def report_run(record, as_json: bool) -> None:
-    from scdrugmap.report.tables import results_table
+def report_run(record: RunRecord, as_json: bool) -> None:
+    """One run (evaluate, finetune, zeroshot): its messages and its per-fold table."""
+    from scdrugmap.workflows.results import results_table
 
     frame = record.results.assign(
         embedding=record.embedding, classifier=record.classifier, split=record.split
@@ -82,16 +101,12 @@ def report_run(record, as_json: bool) -> None:
     print_frame(results_table(frame), False, f"{record.run_id} ({record.n_cells} cells)")
 
 
-def print_results(store, as_json: bool, scope: str) -> None:
-    from scdrugmap.report.tables import results_table, summarise
+def print_results(store: Storage, as_json: bool, scope: str) -> None:
+    """The store's latest results: the table people read, or one summary record per row."""
+    from scdrugmap.workflows.results import results_summary, results_table
 
-    results = store.results()
     if as_json:
-        frame = summarise(results, scope=scope) if not results.empty else results
-        print_frame(frame, True)
+        print_frame(results_summary(store, scope), True)
         return
-    print_frame(
-        results_table(results) if not results.empty else results,
-        False,
-        "results: mean ± s.e.m. over folds (all test cells of each fold)",
-    )
+    results = store.results()
+    print_frame(results_table(results) if not results.empty else results, False, RESULTS_TITLE)

@@ -12,10 +12,14 @@ from scdrugmap.cli.options import (
     CHECKPOINT_OPTION,
     DEVICE_OPTION,
     PARAM_OPTION,
+    json_option,
     parse_params,
     store_from,
 )
 from scdrugmap.cli.output import print_frame
+
+# The metrics `train` quotes from the matching cross-validated run, to keep its line short.
+_HEADLINE = ("f1_sensitive", "auroc", "balanced_accuracy")
 
 
 @main.command()
@@ -29,9 +33,18 @@ from scdrugmap.cli.output import print_frame
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--replace", is_flag=True, help="Overwrite a predictor of the same name.")
-@click.option("--json", "as_json", is_flag=True, help="Print the predictor's record as JSON.")
+@json_option("Print the predictor's record as JSON.")
 @click.pass_context
-def train(ctx, embedding, classifier, name, where, seed, replace, as_json) -> None:
+def train(
+    ctx: click.Context,
+    embedding: str,
+    classifier: str,
+    name: str,
+    where: str | None,
+    seed: int,
+    replace: bool,
+    as_json: bool,
+) -> None:
     """Fit a classifier on all selected cells and keep it in the store as a predictor.
 
     It is saved without pickle (arrays, LightGBM's text model, safetensors)
@@ -57,9 +70,6 @@ def train(ctx, embedding, classifier, name, where, seed, replace, as_json) -> No
     )
 
 
-_HEADLINE = ("f1_sensitive", "auroc", "balanced_accuracy")
-
-
 @main.command()
 @click.option("--predictor", required=True, help="A predictor kept by `scdrugmap train`.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -70,20 +80,20 @@ _HEADLINE = ("f1_sensitive", "auroc", "balanced_accuracy")
 @CHECKPOINT_OPTION
 @DEVICE_OPTION
 @PARAM_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print the per-sample summary as JSON.")
+@json_option("Print the per-sample summary as JSON.")
 @click.pass_context
 def predict(
-    ctx,
-    predictor,
-    files,
-    out,
-    dataset_id,
-    samples,
-    sample_column,
-    checkpoint,
-    device,
-    params,
-    as_json,
+    ctx: click.Context,
+    predictor: str,
+    files: tuple[Path, ...],
+    out: Path | None,
+    dataset_id: str | None,
+    samples: tuple[str, ...],
+    sample_column: str | None,
+    checkpoint: Path | None,
+    device: str,
+    params: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Predict drug response for the cells in FILES with a kept predictor.
 
@@ -93,7 +103,7 @@ def predict(
     cell gets its probability of sensitivity and a call, each sample a
     summary. A file that fails leaves the store unchanged.
     """
-    from scdrugmap.predict.predict import NO_CALL, write_predictions
+    from scdrugmap.workflows.predict import NO_CALL, write_predictions
 
     store = store_from(ctx)
     result = store.predict(

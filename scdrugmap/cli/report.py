@@ -18,7 +18,7 @@ from scdrugmap.cli.options import store_from
     help="Report directory (default: <store>/report).",
 )
 @click.pass_context
-def report(ctx, out: Path | None) -> None:
+def report(ctx: click.Context, out: Path | None) -> None:
     """Write an HTML report with figures of the latest results."""
     store = store_from(ctx)
     path = store.report(out or store.path / "report")

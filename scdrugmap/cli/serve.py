@@ -45,7 +45,16 @@ from scdrugmap.cli.options import DEVICE_OPTION, store_from
 )
 @DEVICE_OPTION
 @click.pass_context
-def serve(ctx, host, port, token, max_upload_mb, sql_rows, sql_seconds, device) -> None:
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    token: str | None,
+    max_upload_mb: float,
+    sql_rows: int,
+    sql_seconds: float,
+    device: str,
+) -> None:
     """Serve the store over HTTP: a web page and an API (OpenAPI at /api/openapi.json).
 
     A user uploads cells (h5ad, 10x .h5 or a table), picks a predictor kept by

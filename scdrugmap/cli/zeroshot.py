@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from scdrugmap.cli.group import main
-from scdrugmap.cli.options import store_from
+from scdrugmap.cli.options import json_option, store_from
 from scdrugmap.cli.output import report_run
 
 
@@ -64,23 +64,23 @@ from scdrugmap.cli.output import report_run
     is_flag=True,
     help="Also classify cells labelled unknown (predictions only; metrics use labelled cells).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def zeroshot(
-    ctx,
-    where,
-    dataset_ids,
-    url,
-    model,
-    api_key,
-    batch_size,
-    top_genes,
-    retries,
-    timeout,
-    max_cells,
-    seed,
-    include_unlabelled,
-    as_json,
+    ctx: click.Context,
+    where: str | None,
+    dataset_ids: str,
+    url: str,
+    model: str,
+    api_key: str | None,
+    batch_size: int,
+    top_genes: int,
+    retries: int,
+    timeout: float,
+    max_cells: int | None,
+    seed: int,
+    include_unlabelled: bool,
+    as_json: bool,
 ) -> None:
     """Ask a chat model for each cell's response, zero-shot, as the scDrugMap benchmark did.
 
@@ -96,10 +96,9 @@ def zeroshot(
       scdrugmap zeroshot --url https://api.openai.com/v1 --model gpt-4o-mini \\
         --where "drug = 'erlotinib'" --max-cells 500
     """
-    from scdrugmap.zeroshot.client import ChatClient
-    from scdrugmap.zeroshot.run import ZeroShotSettings, run_zeroshot
+    from scdrugmap.workflows.zeroshot import ZeroShotSettings
+    from scdrugmap.workflows.zeroshot import zeroshot as run_zeroshot
 
-    client = ChatClient(url, model, api_key, timeout=timeout)
     settings = ZeroShotSettings(
         batch_size=batch_size,
         top_genes=top_genes,
@@ -110,7 +109,10 @@ def zeroshot(
     )
     record = run_zeroshot(
         store_from(ctx),
-        client,
+        url=url,
+        model=model,
+        api_key=api_key,
+        timeout=timeout,
         where=where,
         datasets=dataset_ids,
         settings=settings,

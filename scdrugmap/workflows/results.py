@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 
 from scdrugmap.report.tables import results_table, summarise
 from scdrugmap.store.storage import Storage
 
-__all__ = ["results_summary", "results_table", "summarise"]
+__all__ = ["open_results", "results_summary", "results_table", "summarise"]
+
+
+def open_results(path: str | os.PathLike | None = None) -> Storage:
+    """The store at `path` (default as for `open_store`), opened to read its results.
+
+    `scdrugmap.Store` brings every workflow with it, and with them torch and
+    scikit-learn (seconds); reading results needs only the storage underneath, so
+    `scdrugmap results` opens the store with this and starts in a fraction of that."""
+    return Storage(path)
 
 
 def results_summary(store: Storage, scope: str = "pooled") -> pd.DataFrame:
