@@ -86,7 +86,11 @@ def test_a_data_set_of_one_label_is_ingested_with_a_warning(pc9, tmp_path) -> No
         "ingest", pc9[0], "--dataset", "ctl2", "--label", "sensitive", "--json", store=store
     )
     (row,) = json.loads(as_json.stdout)
-    assert row["warnings"] == [warning.removeprefix("warning: ").replace("'ctl'", "'ctl2'")]
+    label_warning, copy_warning = row["warnings"]
+    assert label_warning == warning.removeprefix("warning: ").replace("'ctl'", "'ctl2'")
+    # The same file under a second identifier is the same cells, and is said to be.
+    assert copy_warning.startswith("1500 of the 1500 cells of ctl2 are identical to cells of ctl")
+    assert row["shared_cells"] == [{"dataset_id": "ctl", "n_shared": 1500, "n_conflicting": 0}]
 
 
 def test_prepared_data_sets_carry_the_warning(pc9, real_data) -> None:

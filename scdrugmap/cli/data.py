@@ -142,6 +142,13 @@ def ingest(
             f"{row['n_resistant']} resistant / {row['n_unknown']} unknown "
             f"(gene identifiers: {row['gene_id_type']})"
         )
+        if row["shared_cells"]:
+            shared = ", ".join(
+                f"{s['dataset_id']} {s['n_shared']}"
+                + (f" ({s['n_conflicting']} with the opposite label)" if s["n_conflicting"] else "")
+                for s in row["shared_cells"]
+            )
+            click.echo(f"identical cells in other data sets: {shared}")
     for warning in row["warnings"]:
         click.echo(f"warning: {warning}", err=True)
 
@@ -150,20 +157,16 @@ def ingest(
 @json_option()
 @click.pass_context
 def datasets(ctx: click.Context, as_json: bool) -> None:
-    """List data sets: cells, genes, labels, samples and metadata."""
-    from scdrugmap.workflows.catalog import catalog_file, catalog_rows
+    """List data sets: cells, genes, labels, samples and metadata.
 
-    columns = (
-        "*"
-        if as_json
-        else "dataset_id, n_cells, n_genes, n_samples, n_sensitive, n_resistant, n_unknown, "
-        "drug, cancer_type, tissue, therapy, value_type, gene_id_type"
-    )
+    shared_cells names the other data sets holding identical cells (the same genes with
+    the same values) and how many, with how many of those carry the opposite label
+    ("conflicting"): a data set relabelled and stored twice shows here."""
+    from scdrugmap.workflows.catalog import catalog_file, dataset_rows
+
     names, rows = [], []
     if catalog_file(store_path(ctx)).exists():
-        names, rows = catalog_rows(
-            store_path(ctx), f"SELECT {columns} FROM datasets ORDER BY dataset_id"
-        )
+        names, rows = dataset_rows(store_path(ctx), all_columns=as_json)
     print_rows(names, rows, as_json, "data sets")
 
 
@@ -175,10 +178,14 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 def sql(ctx: click.Context, query: str, limit: int | None, as_json: bool) -> None:
     """Run a read-only SQL QUERY over the catalog.
 
-    Tables: datasets, cells, embeddings, failures (cells an embedding saw nothing
-    of), splits, runs, results, predictions, predictors, zeroshot_failures;
-    view cell_meta (cells joined with their data set's metadata). Statements
-    that write are refused.
+    Tables: datasets, cells (cells.content_hash: a hash of the cell's genes and
+    values, equal for identical cells in any file or gene order), embeddings,
+    failures (cells an embedding saw nothing of), splits, runs, results,
+    predictions, predictors, zeroshot_failures; views cell_meta (cells joined
+    with their data set's metadata) and shared_cells (per dataset_id and
+    other_dataset_id: n_shared, its cells identical to cells of the other;
+    n_conflicting, those with a copy of the opposite label). Statements that
+    write are refused.
 
     \b
     Example:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from scdrugmap.serve.frames import FigureFormat, figure_response, records
 from scdrugmap.serve.predictor_figures import PREDICTOR_FIGURES, figure_list, predictor_figure
 from scdrugmap.store.storage import check_key
+from scdrugmap.workflows.catalog import shared_cells_by_dataset
 from scdrugmap.workflows.predict import read_predictor_record
 
 router = APIRouter(prefix="/api", tags=["store"])
@@ -32,7 +33,14 @@ def _store(request: Request):
 
 @router.get("/datasets", summary="Data sets in the store, with their counts and metadata")
 def datasets(request: Request) -> list[dict]:
-    return records(_store(request).datasets())
+    """Each row also lists `shared_cells`: the other data sets holding identical cells
+    ({dataset_id, n_shared, n_conflicting}; conflicting = with the opposite label)."""
+    store = _store(request)
+    rows = records(store.datasets())
+    shared = shared_cells_by_dataset(store.path) if rows else {}
+    for row in rows:
+        row["shared_cells"] = shared.get(row["dataset_id"], [])
+    return rows
 
 
 @router.get("/embeddings", summary="Stored embeddings per data set, with provenance")

@@ -54,8 +54,14 @@ CREATE TABLE IF NOT EXISTS cells (
     label VARCHAR NOT NULL,
     n_counts DOUBLE,
     n_genes BIGINT,
-    source_file VARCHAR
+    source_file VARCHAR,
+    content_hash VARCHAR
 );
+-- content_hash: 32 hex characters of the cell's (gene identifier, value) multiset
+-- (scdrugmap.data.content_hash), equal for the same cells in any file, gene order or label.
+-- Stores made before the column existed gain it here; their old cells keep NULL (they are
+-- left out of shared_cells) until their data set is ingested again.
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS content_hash VARCHAR;
 CREATE TABLE IF NOT EXISTS embeddings (
     key VARCHAR NOT NULL,
     dataset_id VARCHAR NOT NULL,
@@ -85,7 +91,8 @@ CREATE TABLE IF NOT EXISTS splits (
     note VARCHAR,
     params VARCHAR NOT NULL,
     selection VARCHAR,
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMP NOT NULL,
+    grouping VARCHAR
 );
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY,
@@ -103,8 +110,19 @@ CREATE TABLE IF NOT EXISTS runs (
     note VARCHAR,
     seconds DOUBLE,
     versions VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMP NOT NULL,
+    grouping VARCHAR,
+    control VARCHAR,
+    fit_datasets VARCHAR[]
 );
+-- Columns added after the first stores were made; a run from before them reads NULL.
+-- grouping: what the folds held out whole (sample, dataset, cell, none); control:
+-- NULL for a real run, 'shuffled' for its label-shuffled twin; fit_datasets: the data
+-- sets a fitted baseline embedding (pca, hvg) learned from, NULL for checkpoint models.
+ALTER TABLE splits ADD COLUMN IF NOT EXISTS grouping VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS grouping VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS control VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS fit_datasets VARCHAR[];
 CREATE TABLE IF NOT EXISTS results (
     run_id VARCHAR NOT NULL,
     fold BIGINT NOT NULL,
@@ -154,6 +172,29 @@ CREATE OR REPLACE VIEW cell_meta AS
     SELECT c.*, d.drug, d.cancer_type, d.tissue, d.therapy, d.regimen, d.species,
            d.value_type, d.meta
     FROM cells c JOIN datasets d USING (dataset_id);
+-- Cells one data set shares with another (the same content_hash), per ordered pair:
+-- n_shared counts distinct cells of dataset_id with a copy in other_dataset_id, and
+-- n_conflicting those of them with a copy of the opposite label (sensitive against
+-- resistant; unknown conflicts with nothing). Cells expressing no gene are left out: they
+-- all hash alike, and two empty cells are no sign of a copied table. One hash join.
+CREATE OR REPLACE VIEW shared_cells AS
+    WITH hashed AS (
+        SELECT dataset_id, label, content_hash FROM cells
+        WHERE content_hash IS NOT NULL AND n_genes > 0
+    ), copies AS (
+        SELECT content_hash, dataset_id AS other_dataset_id,
+               bool_or(label = 'sensitive') AS has_sensitive,
+               bool_or(label = 'resistant') AS has_resistant
+        FROM hashed GROUP BY content_hash, dataset_id
+    )
+    SELECT h.dataset_id, c.other_dataset_id, count(*) AS n_shared,
+           count(*) FILTER (
+               WHERE (h.label = 'sensitive' AND c.has_resistant)
+                  OR (h.label = 'resistant' AND c.has_sensitive)
+           ) AS n_conflicting
+    FROM hashed h JOIN copies c
+        ON h.content_hash = c.content_hash AND h.dataset_id <> c.other_dataset_id
+    GROUP BY h.dataset_id, c.other_dataset_id;
 """
 
 _LOCK_RETRY_SECONDS = 30.0
