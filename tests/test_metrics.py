@@ -10,6 +10,7 @@ from sklearn.metrics import (
     average_precision_score,
     balanced_accuracy_score,
     f1_score,
+    matthews_corrcoef,
     precision_score,
     recall_score,
     roc_auc_score,
@@ -39,6 +40,8 @@ def test_hand_computed_values() -> None:
     assert list(metrics) == list(METRIC_NAMES)
     expected = {
         "f1_sensitive": 2 / 3,
+        "f1_chance": 2 * 3 / (2 * 3 + 2),  # every cell called sensitive: tp 3, fp 2
+        "mcc": (2 * 1 - 1 * 1) / math.sqrt(3 * 3 * 2 * 2),
         "f1_macro": (2 / 3 + 1 / 2) / 2,
         "auroc": 4 / 6,
         "auprc": (1 + 2 / 3 + 3 / 4) / 3,
@@ -66,6 +69,8 @@ def test_agrees_with_sklearn_when_everything_is_defined() -> None:
     assert got == pytest.approx(
         {
             "f1_sensitive": f1_score(y, predicted),
+            "f1_chance": f1_score(y, np.ones_like(y)),
+            "mcc": matthews_corrcoef(y, predicted),
             "f1_macro": f1_score(y, predicted, average="macro"),
             "auroc": roc_auc_score(y, prob),
             "auprc": average_precision_score(y, prob),
@@ -80,10 +85,10 @@ def test_agrees_with_sklearn_when_everything_is_defined() -> None:
 def test_only_resistant_cells() -> None:
     metrics = compute_metrics(np.array([0, 0, 0]), np.array([0.2, 0.7, 0.1]))
     _assert_reasons_match_nan(metrics)
-    for name in ("auroc", "f1_macro", "balanced_accuracy"):
+    for name in ("auroc", "mcc", "f1_macro", "balanced_accuracy"):
         assert math.isnan(metrics[name].value)
         assert "only class resistant" in metrics[name].reason
-    for name in ("recall", "f1_sensitive", "auprc"):
+    for name in ("recall", "f1_sensitive", "f1_chance", "auprc"):
         assert math.isnan(metrics[name].value)
         assert "no sensitive cell" in metrics[name].reason
     assert metrics["auroc"].reason == "test cells hold only class resistant: AUROC undefined"
@@ -101,6 +106,7 @@ def test_only_sensitive_cells() -> None:
     assert metrics["precision"].value == 1.0
     assert metrics["recall"].value == 0.5
     assert metrics["f1_sensitive"].value == pytest.approx(2 / 3)
+    assert metrics["f1_chance"].value == 1.0
     assert metrics["auprc"].value == 1.0
 
 
@@ -113,6 +119,20 @@ def test_nothing_predicted_sensitive() -> None:
     # sensitive cells exist and all were missed: F1 is a real 0
     assert metrics["f1_sensitive"].value == 0.0
     assert metrics["f1_macro"].value == pytest.approx((0 + 0.8) / 2)
+    # one call for every cell says nothing about the labels: MCC 0, as sklearn has it
+    assert metrics["mcc"].value == 0.0 == matthews_corrcoef([1, 0, 0], [0, 0, 0])
+
+
+def test_shuffled_labels_score_f1_near_chance_and_mcc_near_zero() -> None:
+    # 70 % sensitive and probabilities unrelated to the labels: an F1 of about 0.7 looks
+    # good until set beside f1_chance, which calling every cell sensitive beats
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.7).astype(int)
+    prob = np.clip(rng.normal(0.6, 0.2, 2000), 0, 1)
+    metrics = _values(compute_metrics(y, prob))
+    assert metrics["f1_sensitive"] > 0.6
+    assert metrics["f1_sensitive"] < metrics["f1_chance"]
+    assert abs(metrics["mcc"]) < 0.05 and abs(metrics["auroc"] - 0.5) < 0.05
 
 
 def test_no_test_cells() -> None:

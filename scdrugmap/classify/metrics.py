@@ -20,6 +20,13 @@ Rules (tp, fp, fn: sensitive-class counts at the threshold):
   classes' recall) and auroc: NaN unless both classes are in the test cells.
 - auprc (average precision of the sensitive class): NaN when the test cells
   hold no sensitive cell; with only sensitive cells it is 1 by definition.
+- mcc (Matthews correlation of calls and labels): NaN unless both classes are
+  in the test cells. When every cell gets one call it is 0, not NaN: such calls
+  are measurable and carry no information, which is what 0 says.
+- f1_chance: the F1 of the sensitive class had every test cell been called
+  sensitive, 2 n_s / (2 n_s + n_r). F1 rises with the share of sensitive cells
+  whatever the classifier does (a label-shuffled run can score 0.7), so F1 means
+  something only next to this; NaN when the test cells hold no sensitive cell.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from scdrugmap.errors import InputError
 
 METRIC_NAMES = (
     "f1_sensitive",
+    "f1_chance",
+    "mcc",
     "f1_macro",
     "auroc",
     "auprc",
@@ -57,6 +66,12 @@ class MetricValue:
 
 def _f1(tp: int, fp: int, fn: int) -> float:
     return 2 * tp / (2 * tp + fp + fn)
+
+
+def _mcc(tp: int, fp: int, fn: int, tn: int) -> float:
+    """Matthews correlation; 0 when all calls are one class (the product below is 0)."""
+    denominator = math.sqrt(float(tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denominator if denominator else 0.0
 
 
 def _validated(y_true: np.ndarray, prob_sensitive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,10 +119,16 @@ def compute_metrics(
         if no_sensitive
         else MetricValue(_f1(tp, fp, fn), None)
     )
+    metrics["f1_chance"] = (
+        MetricValue.undefined(f"{no_sensitive}: chance F1 undefined")
+        if no_sensitive
+        else MetricValue(_f1(tp + fn, fp + tn, 0), None)
+    )
     if one_class:
-        for name, label in (("f1_macro", "macro F1"), ("auroc", "AUROC")):
+        for name, label in (("mcc", "MCC"), ("f1_macro", "macro F1"), ("auroc", "AUROC")):
             metrics[name] = MetricValue.undefined(f"{one_class}: {label} undefined")
     else:
+        metrics["mcc"] = MetricValue(_mcc(tp, fp, fn, tn), None)
         metrics["f1_macro"] = MetricValue((_f1(tp, fp, fn) + _f1(tn, fn, fp)) / 2, None)
         metrics["auroc"] = MetricValue(float(roc_auc_score(y, prob)), None)
     metrics["auprc"] = (
