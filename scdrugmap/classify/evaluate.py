@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -27,11 +27,16 @@ from scdrugmap.classify.selection import (
     failed_cells,
     leave_out,
 )
-from scdrugmap.classify.splits import SplitPlan, make_split
+from scdrugmap.classify.splits import Fold, SplitPlan, make_split
 from scdrugmap.errors import InputError
 from scdrugmap.progress import progress_bar
 from scdrugmap.provenance import canonical_json, package_versions, utc_now
 from scdrugmap.store.catalog import connect
+
+CONTROLS = ("shuffled",)
+# Features of every selected cell for one fold, and the data sets they were fitted on:
+# how a baseline refitted within each fold reaches the evaluation.
+FoldFeatures = Callable[[Fold, pd.DataFrame], tuple[np.ndarray, list[str]]]
 
 
 @dataclass
@@ -41,12 +46,17 @@ class RunRecord:
     classifier: str
     split: str
     n_cells: int
-    cell_level: bool
+    grouping: str
+    control: str | None
     note: str | None
     seconds: float
     results: pd.DataFrame
     # Which data sets were chosen, when the caller gave no --where.
     selection_message: str | None = None
+
+    @property
+    def cell_level(self) -> bool:
+        return self.grouping == "cell"
 
 
 def _split_id(plan: SplitPlan, cells: pd.DataFrame) -> str:
@@ -67,6 +77,7 @@ def split_record(
         "n_folds": len(plan.folds),
         "n_cells": n_cells,
         "cell_level": plan.cell_level,
+        "grouping": plan.grouping,
         "note": plan.note if note is None else note,
         "params": canonical_json(plan.params),
         "selection": where,
@@ -151,6 +162,14 @@ class Selection(NamedTuple):
     plan: SplitPlan
 
 
+def _copy_hashes(cells: pd.DataFrame) -> np.ndarray:
+    """Content hashes for the splits to keep copies together; "" (never a copy) for cells
+    ingested before hashes were kept and for empty cells, which are all alike without
+    being copies of one another."""
+    hashes = cells["content_hash"].where(cells["n_genes"].fillna(1) > 0)
+    return hashes.fillna("").to_numpy(dtype=str)
+
+
 def select_and_split(
     store,
     where: str | None,
@@ -163,7 +182,10 @@ def select_and_split(
 ) -> Selection:
     """The cells a SQL condition selects, less the `left_out` groups, split so that
     samples (or data sets) stay apart; the plan's note counts what was left out."""
-    cells = store.cells(where, columns=("dataset_id", "cell_index", "sample", "label"))
+    cells = store.cells(
+        where,
+        columns=("dataset_id", "cell_index", "sample", "label", "n_genes", "content_hash"),
+    )
     cells, left_notes = leave_out(cells, list(left_out))
     if cells.empty:
         raise InputError(
@@ -175,7 +197,16 @@ def select_and_split(
     labels = (cells["label"] == "sensitive").to_numpy(dtype=np.int8)
     datasets = cells["dataset_id"].to_numpy(dtype=str)
     samples = (cells["dataset_id"] + "/" + cells["sample"]).to_numpy(dtype=str)
-    plan = make_split(split, labels, samples, datasets, n_folds=n_folds, shots=shots, seed=seed)
+    plan = make_split(
+        split,
+        labels,
+        samples,
+        datasets,
+        n_folds=n_folds,
+        shots=shots,
+        seed=seed,
+        content_hashes=_copy_hashes(cells),
+    )
     if left_notes:
         plan.note = "; ".join(([plan.note] if plan.note else []) + left_notes)
     return Selection(cells, labels, datasets, plan)
@@ -191,6 +222,26 @@ def embedding_left_out(store, embedding: str) -> list[LeftOut]:
     return groups
 
 
+def shuffled_labels(labels: np.ndarray, datasets: np.ndarray, seed: int) -> np.ndarray:
+    """The labels permuted among the cells of each data set.
+
+    Each data set keeps its share of sensitive cells (a cross-dataset fold would
+    otherwise learn prevalence, not biology) and every fold stays as it was, so the
+    control differs from the real run in one thing only: whether labels mean anything.
+    """
+    rng = np.random.default_rng([seed, 0x5EED])
+    shuffled = labels.copy()
+    for dataset_id in np.unique(datasets):
+        positions = np.flatnonzero(datasets == dataset_id)
+        shuffled[positions] = labels[rng.permutation(positions)]
+    return shuffled
+
+
+def check_control(control: str | None) -> None:
+    if control is not None and control not in CONTROLS:
+        raise InputError(f"unknown --control {control!r}; choose {', '.join(CONTROLS)}")
+
+
 def evaluate(
     store,
     embedding: str,
@@ -201,9 +252,18 @@ def evaluate(
     n_folds: int = 5,
     shots: int = 5,
     seed: int = 0,
+    control: str | None = None,
+    fold_features: FoldFeatures | None = None,
+    run_name: str | None = None,
     show_progress: bool = False,
 ) -> RunRecord:
+    """Cross-validate `classifier` on `embedding`; `control="shuffled"` scores the same
+    folds with labels permuted within each data set, stored as that run's control.
+
+    `fold_features` replaces the stored embedding fold by fold (a baseline refitted on
+    each fold's training data sets), and the run is kept under `run_name`."""
     started = time.perf_counter()
+    check_control(control)
     make_classifier(classifier, seed=seed)
     chosen = choose_for_embedding(store, embedding, where)
     where = chosen.where
@@ -216,13 +276,17 @@ def evaluate(
         seed=seed,
         left_out=embedding_left_out(store, embedding),
     )
-    features = store.load_embedding(embedding, cells)
+    features = store.load_embedding(embedding, cells) if fold_features is None else None
+    fold_fits: dict[str, list[str]] = {}
+    if control == "shuffled":
+        labels = shuffled_labels(labels, datasets, seed)
     run_id = f"run-{utc_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     results, predictions = [], []
-    with progress_bar(
-        show_progress, len(plan.folds), f"{embedding} × {classifier} × {split}", unit="folds"
-    ) as advance:
+    title = f"{embedding} × {classifier} × {split}" + (f" ({control})" if control else "")
+    with progress_bar(show_progress, len(plan.folds), title, unit="folds") as advance:
         for fold in plan.folds:
+            if fold_features is not None:
+                features, fold_fits[fold.name] = fold_features(fold, cells)
             model = make_classifier(classifier, seed=seed, n_jobs=os.cpu_count() or 1)
             model.fit(features[fold.train], labels[fold.train])
             sensitive_column = list(model.classes_).index(1)
@@ -239,9 +303,24 @@ def evaluate(
             predictions.append(fold_predictions)
             advance(1)
     params = {"n_folds": n_folds, "shots": shots, **plan.params}
+    if fold_features is not None:
+        params |= {"embedding_key": embedding, "fold_fits": fold_fits}
+    identity = RunIdentity(
+        run_id,
+        "evaluate",
+        run_name or embedding,
+        classifier,
+        split,
+        where,
+        seed,
+        params,
+        control=control,
+        # With fits per fold, `params.fold_fits` says what each fold's fit saw.
+        fit_datasets=None if fold_features else store.embedding_fit_datasets(embedding),
+    )
     record = finish_run(
         store,
-        RunIdentity(run_id, "evaluate", embedding, classifier, split, where, seed, params),
+        identity,
         plan,
         cells,
         time.perf_counter() - started,
@@ -280,7 +359,8 @@ def score_fold(
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """What a run was: its id, kind (evaluate, finetune), inputs and settings."""
+    """What a run was: its id, kind (evaluate, finetune), inputs and settings; whether it
+    is a control, and the data sets a fitted baseline embedding learned from."""
 
     run_id: str
     kind: str
@@ -290,6 +370,8 @@ class RunIdentity:
     where: str | None
     seed: int
     params: dict
+    control: str | None = None
+    fit_datasets: list[str] | None = None
 
 
 def finish_run(
@@ -321,6 +403,9 @@ def finish_run(
         "n_cells": len(cells),
         "n_folds": len(plan.folds),
         "cell_level": plan.cell_level,
+        "grouping": plan.grouping,
+        "control": identity.control,
+        "fit_datasets": identity.fit_datasets,
         "note": plan.note,
         "seconds": seconds,
         "versions": canonical_json(package_versions()),
@@ -341,7 +426,8 @@ def finish_run(
         identity.classifier,
         identity.split,
         len(cells),
-        plan.cell_level,
+        plan.grouping,
+        identity.control,
         plan.note,
         seconds,
         results_frame,

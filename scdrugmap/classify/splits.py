@@ -4,8 +4,10 @@ Cells of one sample share a label, a batch and a donor, so a classifier that
 sees some of them in training can "predict" the rest from batch effects alone.
 Every split therefore groups by sample (or by data set for cross-dataset and
 few-shot); only when the data make that impossible does it fall back to
-cell-level folds, and then the plan says so (`cell_level`, `note`) so that the
+cell-level folds, and then the plan says so (`grouping`, `note`) so that the
 reader of a result knows it is optimistic (DESIGN.md, "Honest evaluation").
+Identical cells (one cell's copies, found by content hash) are kept on one side
+of every split whatever the grouping (`classify/copies.py`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from scdrugmap.classify.copies import Copies, find_copies, merge_samples
 from scdrugmap.classify.labels import CLASS_NAMES
 from scdrugmap.errors import InputError
 
 SPLIT_KINDS = ("pooled", "cross-dataset", "few-shot")
+# What a split held out whole: samples, data sets, or (the optimistic fallback) cells;
+# "none" for runs that train nothing (zero-shot).
+GROUPINGS = ("sample", "dataset", "cell", "none")
 
 
 @dataclass(frozen=True)
@@ -34,9 +40,14 @@ class Fold:
 class SplitPlan:
     kind: str
     folds: list[Fold]
-    cell_level: bool
+    grouping: str
     note: str | None
     params: dict = field(default_factory=dict)
+
+    @property
+    def cell_level(self) -> bool:
+        """Cells of one sample on both sides of a fold: scores are optimistic."""
+        return self.grouping == "cell"
 
 
 def _positions(mask_or_positions: np.ndarray) -> np.ndarray:
@@ -46,13 +57,15 @@ def _positions(mask_or_positions: np.ndarray) -> np.ndarray:
     return np.sort(array.astype(np.int64))
 
 
-def _check_fold(fold: Fold, samples: np.ndarray | None) -> None:
+def _check_fold(fold: Fold, samples: np.ndarray | None, copies: Copies) -> None:
     """The guarantees every fold gives, checked at run time and not only in tests.
 
     `samples` is None for folds that are cell-level by design (the fallback).
     """
     if np.intersect1d(fold.train, fold.test).size:
         raise AssertionError(f"split bug: fold {fold.name} has a cell on both sides")
+    if np.intersect1d(copies.group[fold.train], copies.group[fold.test]).size:
+        raise AssertionError(f"split bug: fold {fold.name} has a cell and its copy apart")
     if samples is not None:
         shared = np.intersect1d(samples[fold.train], samples[fold.test])
         if shared.size:
@@ -91,9 +104,12 @@ def _samples_per_class(labels: np.ndarray, samples: np.ndarray) -> dict[int, int
 
 
 def _cell_level_folds(
-    labels: np.ndarray, n_folds: int, seed: int
+    labels: np.ndarray, n_folds: int, seed: int, copies: Copies
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
-    smallest = int(np.bincount(labels, minlength=2).min())
+    """Stratified folds of cells; identical cells fold as one (their first cell's label)."""
+    first = np.unique(copies.group, return_index=True)[1]
+    units = labels[first]
+    smallest = int(np.bincount(units, minlength=2).min())
     k = min(n_folds, smallest)
     if k < 2:
         raise InputError(
@@ -101,16 +117,30 @@ def _cell_level_folds(
             "for any cross-validation: widen the selection"
         )
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    return list(folds.split(np.zeros(labels.size), labels)), k
+    pairs = list(folds.split(np.zeros(units.size), units))
+    if units.size == labels.size:
+        return pairs, k
+    return [
+        (np.flatnonzero(np.isin(copies.group, train)), np.flatnonzero(np.isin(copies.group, test)))
+        for train, test in pairs
+    ], k
 
 
-def _pooled(labels: np.ndarray, samples: np.ndarray, n_folds: int, seed: int) -> SplitPlan:
-    per_class = _samples_per_class(labels, samples)
+def _pooled(
+    labels: np.ndarray,
+    samples: np.ndarray,
+    datasets: np.ndarray,
+    n_folds: int,
+    seed: int,
+    copies: Copies,
+) -> SplitPlan:
+    groups = merge_samples(samples, copies) if copies.n_copied else samples
+    per_class = _samples_per_class(labels, groups)
     rarest = min(per_class, key=lambda c: (per_class[c], c))
     k = min(n_folds, per_class[rarest])
     params = {"n_folds": n_folds, "seed": seed}
     if k < 2:
-        pairs, k = _cell_level_folds(labels, n_folds, seed)
+        pairs, k = _cell_level_folds(labels, n_folds, seed, copies)
         note = (
             f"only {per_class[rarest]} sample carries label {CLASS_NAMES[rarest]}; "
             "sample-grouped folds impossible; cells of one sample are on both sides of "
@@ -123,18 +153,18 @@ def _pooled(labels: np.ndarray, samples: np.ndarray, n_folds: int, seed: int) ->
             for i, (train, test) in enumerate(pairs)
         ]
         for fold in folds:
-            _check_fold(fold, None)
+            _check_fold(fold, None, copies)
         return SplitPlan(
-            "pooled", folds, True, note, {**params, "n_folds_used": k, "level": "cell"}
+            "pooled", folds, "cell", note, {**params, "n_folds_used": k, "level": "cell"}
         )
 
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = [
         Fold(i, f"fold-{i}", _positions(train), _positions(test))
-        for i, (train, test) in enumerate(splitter.split(np.zeros(labels.size), labels, samples))
+        for i, (train, test) in enumerate(splitter.split(np.zeros(labels.size), labels, groups))
     ]
     for fold in folds:
-        _check_fold(fold, samples)
+        _check_fold(fold, samples, copies)
         _require_both_classes(labels[fold.train], f"the training cells of {fold.name}")
     note = None
     if k < n_folds:
@@ -142,7 +172,48 @@ def _pooled(labels: np.ndarray, samples: np.ndarray, n_folds: int, seed: int) ->
             f"{k} folds instead of {n_folds}: only {per_class[rarest]} samples carry label "
             f"{CLASS_NAMES[rarest]}, and each fold must hold out whole samples"
         )
-    return SplitPlan("pooled", folds, False, note, {**params, "n_folds_used": k, "level": "sample"})
+    if groups is not samples and np.unique(groups).size < np.unique(samples).size:
+        merged = np.unique(samples).size - np.unique(groups).size
+        note = _joined(note, f"identical cells join samples: {merged} fewer sample groups to fold")
+    return SplitPlan(
+        "pooled",
+        folds,
+        _sample_or_dataset(groups, datasets),
+        note,
+        {**params, "n_folds_used": k, "level": "sample"},
+    )
+
+
+def _sample_or_dataset(groups: np.ndarray, datasets: np.ndarray) -> str:
+    """'dataset' when every group is made of whole data sets (one sample per data set, or
+    data sets joined by copies): holding out a group is then holding out data sets, which
+    is what the run measured and must say."""
+    pairs = np.unique(np.stack([groups, datasets]), axis=1)
+    whole = pairs.shape[1] == np.unique(pairs[1]).size
+    return "dataset" if whole else "sample"
+
+
+def _joined(*notes: str | None) -> str | None:
+    kept = [n for n in notes if n]
+    return "; ".join(kept) if kept else None
+
+
+def _without_copies_of_test(fold: Fold, copies: Copies) -> tuple[Fold, int]:
+    """The fold less the training cells identical to a test cell, and how many went."""
+    copied = np.isin(copies.group[fold.train], copies.group[fold.test])
+    if not copied.any():
+        return fold, 0
+    return Fold(fold.index, fold.name, fold.train[~copied], fold.test), int(copied.sum())
+
+
+def _dropped_note(dropped: dict[str, int]) -> str | None:
+    if not dropped:
+        return None
+    counts = ", ".join(f"{n} for {name!r}" for name, n in dropped.items())
+    return (
+        f"training cells identical to held-out cells were left out of training ({counts}), "
+        "so no fold scores a copy of a cell it learned"
+    )
 
 
 def _require_both_classes(labels: np.ndarray, what: str, fix: str = "") -> None:
@@ -166,20 +237,24 @@ def _dataset_ids(datasets: np.ndarray, kind: str) -> list[str]:
 
 
 def _cross_dataset(
-    labels: np.ndarray, samples: np.ndarray, datasets: np.ndarray, seed: int
+    labels: np.ndarray, samples: np.ndarray, datasets: np.ndarray, seed: int, copies: Copies
 ) -> SplitPlan:
-    folds = []
+    folds, dropped = [], {}
     for i, dataset_id in enumerate(_dataset_ids(datasets, "cross-dataset")):
         held_out = datasets == dataset_id
-        fold = Fold(i, dataset_id, _positions(~held_out), _positions(held_out))
+        fold, n_dropped = _without_copies_of_test(
+            Fold(i, dataset_id, _positions(~held_out), _positions(held_out)), copies
+        )
+        if n_dropped:
+            dropped[dataset_id] = n_dropped
         _require_both_classes(
             labels[fold.train],
             f"with data set {dataset_id!r} held out, the training cells",
             "add data sets carrying the missing label to the selection",
         )
-        _check_fold(fold, samples)
+        _check_fold(fold, samples, copies)
         folds.append(fold)
-    return SplitPlan("cross-dataset", folds, False, None, {"seed": seed})
+    return SplitPlan("cross-dataset", folds, "dataset", _dropped_note(dropped), {"seed": seed})
 
 
 def _dataset_rng(seed: int, dataset_id: str) -> np.random.Generator:
@@ -249,14 +324,22 @@ def _few_shot_fold(
 
 
 def _few_shot(
-    labels: np.ndarray, samples: np.ndarray, datasets: np.ndarray, shots: int, seed: int
+    labels: np.ndarray,
+    samples: np.ndarray,
+    datasets: np.ndarray,
+    shots: int,
+    seed: int,
+    copies: Copies,
 ) -> SplitPlan:
     if shots < 1:
         raise InputError(f"--shots must be at least 1, got {shots}")
-    folds, fallbacks = [], []
+    folds, fallbacks, dropped = [], [], {}
     for i, dataset_id in enumerate(_dataset_ids(datasets, "few-shot")):
         fold, fallback = _few_shot_fold(i, dataset_id, labels, samples, datasets, shots, seed)
-        _check_fold(fold, samples if fallback is None else None)
+        fold, n_dropped = _without_copies_of_test(fold, copies)
+        if n_dropped:
+            dropped[dataset_id] = n_dropped
+        _check_fold(fold, samples if fallback is None else None, copies)
         if fallback is not None:
             fallbacks.append(fallback)
         folds.append(fold)
@@ -267,7 +350,13 @@ def _few_shot(
             + "; so the shots of those data sets are drawn from cells whose samples are also "
             "in the test set, and their scores are optimistic"
         )
-    return SplitPlan("few-shot", folds, bool(fallbacks), note, {"shots": shots, "seed": seed})
+    return SplitPlan(
+        "few-shot",
+        folds,
+        "cell" if fallbacks else "sample",
+        _joined(note, _dropped_note(dropped)),
+        {"shots": shots, "seed": seed},
+    )
 
 
 def make_split(
@@ -279,15 +368,23 @@ def make_split(
     n_folds: int = 5,
     shots: int = 5,
     seed: int = 0,
+    content_hashes: np.ndarray | None = None,
 ) -> SplitPlan:
-    """A deterministic split plan: the same inputs and seed give the same folds."""
+    """A deterministic split plan: the same inputs and seed give the same folds.
+
+    `content_hashes` (one per cell, "" where unknown) keeps identical cells together.
+    """
     if kind not in SPLIT_KINDS:
         raise InputError(f"unknown split {kind!r}; choose one of: {', '.join(SPLIT_KINDS)}")
     labels, samples, datasets = _inputs(labels, samples, datasets)
+    copies = find_copies(content_hashes, labels)
     if kind == "pooled":
         if n_folds < 2:
             raise InputError(f"--n-folds must be at least 2, got {n_folds}")
-        return _pooled(labels, samples, n_folds, seed)
-    if kind == "cross-dataset":
-        return _cross_dataset(labels, samples, datasets, seed)
-    return _few_shot(labels, samples, datasets, shots, seed)
+        plan = _pooled(labels, samples, datasets, n_folds, seed, copies)
+    elif kind == "cross-dataset":
+        plan = _cross_dataset(labels, samples, datasets, seed, copies)
+    else:
+        plan = _few_shot(labels, samples, datasets, shots, seed, copies)
+    plan.note = _joined(plan.note, copies.note())
+    return plan

@@ -245,6 +245,17 @@ class Storage:
 
     # runs ---------------------------------------------------------------------
 
+    def embedding_fit_datasets(self, key: str) -> list[str] | None:
+        """The data sets a fitted baseline (pca, hvg) under `key` learned from; None for
+        checkpoint models, which learned nothing from this store. A run records them: a
+        held-out data set the fit saw is not fully held out."""
+        with connect(self.catalog_path) as con:
+            row = con.execute(
+                "SELECT settings FROM embeddings WHERE key = ? LIMIT 1", [key]
+            ).fetchone()
+        fitted = json.loads(row[0]).get("fit_datasets") if row else None
+        return [str(d) for d in fitted] if fitted else None
+
     def adapter_trained_cells(self, key: str) -> pd.DataFrame | None:
         """The cells a fine-tuned embedding's adapter was trained on (None for other keys):
         evaluation leaves them out, so they are never scored."""
@@ -270,18 +281,23 @@ class Storage:
         """Per-fold metrics in long form, with each run's embedding, classifier and split.
 
         `latest` keeps only the newest run of each (embedding, classifier,
-        split, selection), so a rerun replaces rather than doubles a row.
+        split, selection, control), so a rerun replaces rather than doubles a row
+        and a shuffled control never replaces its real run.
         """
         if not self.exists():
             return pd.DataFrame()
         newest = (
             "WHERE r.run_id IN (SELECT arg_max(run_id, created_at) FROM runs "
-            "GROUP BY embedding, classifier, split, coalesce(selection, ''))"
+            "GROUP BY embedding, classifier, split, coalesce(selection, ''), "
+            "coalesce(control, ''))"
             if latest
             else ""
         )
+        # Runs from before `grouping` was kept: cell-level ones are known to be cells.
         return self.query(
             "SELECT r.*, u.embedding, u.classifier, u.split, u.selection, u.cell_level, "
+            "coalesce(u.grouping, CASE WHEN u.cell_level THEN 'cell' END) AS grouping, "
+            "u.control, u.fit_datasets, "
             "u.note, u.created_at FROM results r JOIN runs u USING (run_id) "
             f"{newest} "
             "ORDER BY u.embedding, u.classifier, u.split, r.fold, r.scope, r.dataset_id, r.metric"

@@ -270,7 +270,7 @@ def run_zeroshot(
         "accuracy_unclassified_as_wrong use classified cells only; AUROC and AUPRC come "
         "from hard calls (prob_sensitive 1 or 0)"
     )
-    plan = SplitPlan("zero-shot", [fold], True, note, {"selection": where, "seed": settings.seed})
+    plan = SplitPlan("zero-shot", [fold], "none", note, {"selection": where, "seed": settings.seed})
     params = {
         "url": client.shown_endpoint,
         "model": client.model,
