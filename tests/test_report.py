@@ -172,6 +172,8 @@ def test_heatmap_written_or_none(results, tmp_path):
 
 
 def test_write_report_contents(results, tmp_path):
+    per_dataset = results.query("scope == 'dataset'")
+    results = pd.concat([results, per_dataset.assign(metric="auroc")], ignore_index=True)
     note = "pooled split fell back to cell-level folds: 1 sample per label & <b>"
     index = write_report(results, tmp_path / "report", title="Demo run", notes=[note])
     assert index == tmp_path / "report" / "index.html"
@@ -183,9 +185,9 @@ def test_write_report_contents(results, tmp_path):
     assert "&amp; &lt;b&gt;" in page and "<b>" not in page
     assert ONE_CLASS in page
     assert __version__ in page and "UTC" in page
-    assert 'src="f1_sensitive_bars.png"' in page
+    assert 'src="auroc_bars.png"' in page
     assert "http://" not in page and "https://" not in page
-    for name in ("f1_sensitive_bars", "f1_sensitive_by_dataset"):
+    for name in ("auroc_bars", "auroc_by_dataset"):
         assert_figure_files(tmp_path / "report" / f"{name}.png")
     markdown = (tmp_path / "report" / "results.md").read_text(encoding="utf-8")
     assert "| pca | logreg | sample | 3 | 0.500 ± 0.058 |" in markdown

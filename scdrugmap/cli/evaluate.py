@@ -7,7 +7,14 @@ import sys
 import click
 
 from scdrugmap.cli.group import main
-from scdrugmap.cli.options import csv_list, eval_options, json_option, store_from, store_path
+from scdrugmap.cli.options import (
+    CONTROL_OPTION,
+    csv_list,
+    eval_options,
+    json_option,
+    store_from,
+    store_path,
+)
 from scdrugmap.cli.output import print_frame, print_results, report_run
 
 
@@ -16,6 +23,7 @@ from scdrugmap.cli.output import print_frame, print_results, report_run
 @click.option("--classifier", required=True, help="logreg, lightgbm, mlp or knn.")
 @click.option("--split", required=True, help="pooled, cross-dataset or few-shot.")
 @eval_options
+@CONTROL_OPTION
 @click.pass_context
 def evaluate(
     ctx: click.Context,
@@ -27,6 +35,7 @@ def evaluate(
     shots: int,
     seed: int,
     as_json: bool,
+    control: str | None,
 ) -> None:
     """Cross-validate one classifier on one stored embedding.
 
@@ -43,6 +52,7 @@ def evaluate(
         n_folds=n_folds,
         shots=shots,
         seed=seed,
+        control=control,
         show_progress=not as_json,
     )
     report_run(record, as_json)
@@ -55,6 +65,13 @@ def evaluate(
 @click.option("--classifiers", required=True, help="Comma-separated classifiers.")
 @click.option("--splits", required=True, help="Comma-separated splits.")
 @eval_options
+@CONTROL_OPTION
+@click.option(
+    "--fit-within-folds",
+    is_flag=True,
+    help="Refit baseline embeddings (pca, hvg) on each fold's training data sets, so a "
+    "held-out data set is unseen by the fit too; kept as '<key> (fit within folds)'.",
+)
 @click.pass_context
 def benchmark(
     ctx: click.Context,
@@ -66,11 +83,14 @@ def benchmark(
     shots: int,
     seed: int,
     as_json: bool,
+    control: str | None,
+    fit_within_folds: bool,
 ) -> None:
     """Evaluate every embedding × classifier × split and print the results table.
 
     A combination that cannot run (say, cross-dataset with one data set) is
-    reported and skipped; the exit code is then 1.
+    reported and skipped; the exit code is then 1. With --control shuffled each
+    combination also runs on shuffled labels, its chance level.
     """
     from scdrugmap.workflows.benchmark import benchmark as run_benchmark
 
@@ -84,6 +104,8 @@ def benchmark(
         n_folds=n_folds,
         shots=shots,
         seed=seed,
+        control=control,
+        fit_within_folds=fit_within_folds,
         show_progress=not as_json,
     )
     failures = []
@@ -120,7 +142,10 @@ def benchmark(
 def results(ctx: click.Context, scope: str, as_json: bool) -> None:
     """The results table: mean ± s.e.m. per (embedding, classifier, split).
 
-    Only the latest run of each combination (and selection) is shown.
+    Only the latest run of each combination (selection, control) is shown. `grouping`
+    says what the folds held out whole (sample, dataset, or cell: optimistic, cells of
+    one sample on both sides); f1_chance is the F1 of calling every cell sensitive, and a
+    shuffled control's row sits next to its real run's.
     """
     from scdrugmap.workflows.results import open_results, summarise
 

@@ -102,6 +102,15 @@ EVAL_OPTIONS = [
 ]
 
 
+CONTROL_OPTION = click.option(
+    "--control",
+    type=click.Choice(["shuffled"]),
+    default=None,
+    help="shuffled: the same folds with labels permuted within each data set, kept beside "
+    "the real run as its chance level (benchmark runs both).",
+)
+
+
 def eval_options(command: F) -> F:
     """The options evaluate, benchmark and finetune share (selection, folds, shots, seed)."""
     for option in reversed(EVAL_OPTIONS):

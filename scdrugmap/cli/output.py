@@ -77,7 +77,11 @@ def report_run(record: RunRecord, as_json: bool) -> None:
     from scdrugmap.workflows.results import results_table
 
     frame = record.results.assign(
-        embedding=record.embedding, classifier=record.classifier, split=record.split
+        embedding=record.embedding,
+        classifier=record.classifier,
+        split=record.split,
+        control=record.control or "",
+        grouping=record.grouping,
     )
     if as_json:
         click.echo(
@@ -86,6 +90,9 @@ def report_run(record: RunRecord, as_json: bool) -> None:
                     "run_id": record.run_id,
                     "n_cells": record.n_cells,
                     "cell_level": record.cell_level,
+                    "grouping": record.grouping,
+                    "optimistic": record.cell_level,
+                    "control": record.control,
                     "note": record.note,
                     "selection_message": record.selection_message,
                     "seconds": round(record.seconds, 3),

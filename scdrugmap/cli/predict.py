@@ -19,7 +19,7 @@ from scdrugmap.cli.options import (
 from scdrugmap.cli.output import print_frame
 
 # The metrics `train` quotes from the matching cross-validated run, to keep its line short.
-_HEADLINE = ("f1_sensitive", "auroc", "balanced_accuracy")
+_HEADLINE = ("auroc", "mcc", "f1_sensitive", "f1_chance")
 
 
 @main.command()
@@ -61,7 +61,9 @@ def train(
         click.echo(line)
     checked = record["cross_validated"]
     measured = (
-        ", ".join(f"{k} {v:.3f}" for k, v in checked["metrics"].items() if k in _HEADLINE)
+        ", ".join(f"{k} {checked['metrics'][k]:.3f}" for k in _HEADLINE if k in checked["metrics"])
+        + (f"; held out by {checked['grouping']}" if checked.get("grouping") else "")
+        + (" (optimistic)" if checked.get("optimistic") else "")
         if checked
         else "no cross-validated run of this embedding and classifier yet"
     )

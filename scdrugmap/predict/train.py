@@ -54,15 +54,19 @@ def _embedding_provenance(store, key: str) -> dict:
 
 
 def _cross_validated(store, embedding: str, classifier: str, where: str | None) -> dict | None:
-    """Mean of each pooled metric over folds of the newest matching evaluation run."""
+    """Mean of each pooled metric over folds of the newest matching evaluation run (never
+    a shuffled control), with what its folds held out whole: a cell-level run's numbers
+    are optimistic, and whoever reads them must be told."""
     wanted = store.query(
-        "SELECT run_id, split FROM runs WHERE kind = 'evaluate' AND embedding = ? "
-        "AND classifier = ? AND selection IS NOT DISTINCT FROM ? ORDER BY created_at DESC",
+        "SELECT run_id, split, coalesce(grouping, CASE WHEN cell_level THEN 'cell' END) "
+        "AS grouping FROM runs WHERE kind = 'evaluate' AND embedding = ? AND classifier = ? "
+        "AND selection IS NOT DISTINCT FROM ? AND control IS NULL ORDER BY created_at DESC",
         [embedding, classifier, where],
     )
     if wanted.empty:
         return None
     run_id, split = wanted.iloc[0]["run_id"], wanted.iloc[0]["split"]
+    grouping = wanted.iloc[0]["grouping"]
     results = store.query(
         "SELECT metric, avg(value) AS value FROM results WHERE run_id = ? AND scope = 'pooled' "
         "GROUP BY metric ORDER BY metric",
@@ -71,6 +75,8 @@ def _cross_validated(store, embedding: str, classifier: str, where: str | None) 
     return {
         "run_id": run_id,
         "split": split,
+        "grouping": grouping if isinstance(grouping, str) else None,
+        "optimistic": grouping == "cell",
         "metrics": {r.metric: float(r.value) for r in results.itertuples()},
     }
 

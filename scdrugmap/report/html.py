@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from scdrugmap.classify.classifiers import LORA_CLASSIFIER
+from scdrugmap.report.chance import controlled_metrics, fit_overlap_notes, ranked, with_controls
 from scdrugmap.report.tables import (
     DEFAULT_METRICS,
     METRIC_LABELS,
@@ -26,7 +27,11 @@ from scdrugmap.report.tables import (
 __all__ = ["write_report"]
 
 _HEADERS = {"embedding": "embedding", "classifier": "classifier", "split": "split",
-            "dataset_id": "data set", "folds": "folds", "notes": "undefined metrics"}  # fmt: skip
+            "dataset_id": "data set", "folds": "folds", "notes": "undefined metrics",
+            "grouping": "held out whole", "auroc_shuffled": "AUROC, shuffled labels",
+            "mcc_shuffled": "MCC, shuffled labels"}  # fmt: skip
+# Columns that are references, not results: never marked best.
+_REFERENCES = ("f1_chance", "auroc_shuffled", "mcc_shuffled")
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -56,7 +61,7 @@ def _best_cells(summary: pd.DataFrame, metrics: Sequence[str]) -> set[tuple[obje
     """(row index, metric) of the highest mean per split (and data set): all metrics rise."""
     groups = ["split", "dataset_id"] if "dataset_id" in summary.columns else ["split"]
     best = set()
-    for metric in metrics:
+    for metric in (m for m in metrics if m not in _REFERENCES):
         column = f"{metric}_mean"
         if column not in summary.columns:
             continue
@@ -78,7 +83,7 @@ def _plain_table(frame: pd.DataFrame) -> str:
 
 
 def _html_table(summary: pd.DataFrame, metrics: Sequence[str], caption: str) -> str:
-    table = table_from_summary(summary, metrics)
+    table = table_from_summary(summary, metrics, sort=False)
     best = _best_cells(summary, metrics)
     head = "".join(f"<th>{_e(_HEADERS.get(c, METRIC_LABELS.get(c, c)))}</th>" for c in table)
     body = []
@@ -127,12 +132,12 @@ def _figures(
     from scdrugmap.report.figures import plot_f1_bars, plot_metric_heatmap, plot_roc_pr
 
     figures = []
-    if "f1_sensitive_mean" in pooled.columns:
-        png = plot_f1_bars(pooled, out_dir / "f1_sensitive_bars.png")
-        figures.append((png.name, "F1 of the sensitive class, pooled over data sets."))
-    heatmap = plot_metric_heatmap(results, out_dir / "f1_sensitive_by_dataset.png")
+    if "auroc_mean" in pooled.columns:
+        png = plot_f1_bars(pooled, out_dir / "auroc_bars.png", metric="auroc")
+        figures.append((png.name, "AUROC, pooled over data sets (0.5: chance)."))
+    heatmap = plot_metric_heatmap(results, out_dir / "auroc_by_dataset.png", metric="auroc")
     if heatmap is not None:
-        figures.append((heatmap.name, "F1 of the sensitive class within each data set."))
+        figures.append((heatmap.name, "AUROC within each data set."))
     roc_pr = plot_roc_pr(curves, out_dir / "roc_pr_curves.png")
     if roc_pr is not None:
         figures.append(
@@ -202,6 +207,12 @@ def _markdown(
     return "\n".join(parts)
 
 
+def _real_runs(results: pd.DataFrame) -> pd.DataFrame:
+    if "control" not in results.columns:
+        return results
+    return results.loc[results["control"].fillna("") == ""]
+
+
 def write_report(
     results: pd.DataFrame,
     out_dir: Path,
@@ -221,14 +232,15 @@ def write_report(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = DEFAULT_METRICS
-    pooled = summarise(results, "pooled")
-    per_dataset = summarise(results, "dataset")
-    curves = curve_rows(results, predictions)
+    notes = [*notes, *fit_overlap_notes(results)]
+    # The tables and figures show real runs, each with its control's numbers beside it.
+    pooled = ranked(with_controls(summarise(results, "pooled")))
+    per_dataset = ranked(with_controls(summarise(results, "dataset")))
+    metrics = (*DEFAULT_METRICS, *controlled_metrics(pooled))
+    real = _real_runs(results)
+    curves = curve_rows(real, predictions)
     figures = (
-        _figures(results, pooled, out_dir, curves)
-        if not pooled.empty or not per_dataset.empty
-        else []
+        _figures(real, pooled, out_dir, curves) if not pooled.empty or not per_dataset.empty else []
     )
     reasons = _nan_reasons(results)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -251,7 +263,11 @@ def write_report(
                 pooled,
                 metrics,
                 "Mean ± s.e.m. over folds (s.e.m. omitted below two defined folds; n/a: "
-                "undefined in every fold). Bold: best mean within a split.",
+                "undefined in every fold). Ranked within a split by AUROC, then MCC. F1 "
+                "beside its chance level (every cell called sensitive); 'shuffled labels': "
+                "the same folds with labels permuted within each data set. 'cell "
+                "(optimistic)': cells of one sample on both sides of a fold. Bold: best "
+                "mean within a split.",
             )
         )
     for name, caption in figures:
@@ -296,8 +312,10 @@ def write_report(
     )
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
-    tables = [("Results, pooled over data sets", table_from_summary(pooled, metrics))]
+    tables = [("Results, pooled over data sets", table_from_summary(pooled, metrics, sort=False))]
     if not per_dataset.empty:
-        tables.append(("Results per data set", table_from_summary(per_dataset, metrics)))
+        tables.append(
+            ("Results per data set", table_from_summary(per_dataset, metrics, sort=False))
+        )
     (out_dir / "results.md").write_text(_markdown(title, stamp, notes, tables), encoding="utf-8")
     return index

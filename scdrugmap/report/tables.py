@@ -4,6 +4,10 @@ The results table holds one row per fold and metric; readers need one row per
 configuration (embedding, classifier, split). An undefined metric is NaN with a
 reason, so the summaries ignore NaN folds but never hide them: how many folds
 went into a mean and why the others are missing travel with the numbers.
+
+Every row also says what its folds held out whole (`grouping`: a cell-level row is
+marked optimistic) and whether it is a label-shuffled control, which sorts next to
+its real run so that the chance level is read beside the result.
 """
 
 from __future__ import annotations
@@ -27,9 +31,20 @@ __all__ = [
 ]
 
 METRICS = METRIC_NAMES
-DEFAULT_METRICS = ("f1_sensitive", "f1_macro", "auroc", "auprc", "balanced_accuracy")
+# F1 only beside its chance level and MCC: F1 rises with prevalence whatever the model.
+DEFAULT_METRICS = (
+    "f1_sensitive",
+    "f1_chance",
+    "mcc",
+    "f1_macro",
+    "auroc",
+    "auprc",
+    "balanced_accuracy",
+)
 METRIC_LABELS = {
     "f1_sensitive": "F1 (sensitive)",
+    "f1_chance": "F1 if all called sensitive",
+    "mcc": "MCC",
     "f1_macro": "F1 (macro)",
     "auroc": "AUROC",
     "auprc": "AUPRC",
@@ -39,15 +54,20 @@ METRIC_LABELS = {
     "accuracy": "accuracy",
 }
 CONFIG = ("embedding", "classifier", "split")
+# Kept apart when present: runs on other cell selections (`--where`), controls and real
+# runs; and the grouping, which is one per run and travels with its numbers.
+RUN_KEYS = ("selection", "control", "grouping")
 SCOPES = ("pooled", "dataset")
+OPTIMISTIC = "cell (optimistic)"
 _REQUIRED = (*CONFIG, "fold", "scope", "dataset_id", "metric", "value", "reason")
 
 
 def _keys(scope: str, columns: Iterable[str]) -> list[str]:
-    """Grouping keys; runs on different cell selections (`--where`) are never pooled."""
+    """Summary keys; runs on different cell selections or controls are never pooled."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    config = [*CONFIG, "selection"] if "selection" in set(columns) else list(CONFIG)
+    present = set(columns)
+    config = [*CONFIG, *(k for k in RUN_KEYS if k in present)]
     return [*config, "dataset_id"] if scope == "dataset" else config
 
 
@@ -107,8 +127,11 @@ def summarise(results: pd.DataFrame, scope: str = "pooled") -> pd.DataFrame:
     """
     keys = _keys(scope, results.columns)
     rows = _scope_rows(results, scope)
-    if "selection" in keys:
-        rows["selection"] = rows["selection"].fillna("")
+    for key in ("selection", "control"):
+        if key in keys:
+            rows[key] = rows[key].fillna("")
+    if "grouping" in keys:
+        rows["grouping"] = rows["grouping"].fillna("unrecorded")
     folds = _fold_columns(rows)
     if rows.empty:
         return pd.DataFrame(columns=[*keys, "n_folds", "nan_folds", "notes"])
@@ -141,13 +164,22 @@ def format_mean_sem(mean: float | None, sem: float | None, digits: int = 3) -> s
 
 
 def table_from_summary(
-    summary: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, digits: int = 3
+    summary: pd.DataFrame,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    digits: int = 3,
+    *,
+    sort: bool = True,
 ) -> pd.DataFrame:
-    """Display strings from a `summarise` frame; rows keep the summary's index, for styling."""
-    keys = [k for k in (*CONFIG, "selection", "dataset_id") if k in summary.columns]
-    if "selection" in keys and not summary["selection"].fillna("").astype(bool).any():
-        keys.remove("selection")
+    """Display strings from a `summarise` frame; rows keep the summary's index, for styling.
+
+    `sort=False` keeps the summary's order (a ranking the caller made)."""
+    keys = [k for k in (*CONFIG, *RUN_KEYS, "dataset_id") if k in summary.columns]
+    for optional in ("selection", "control"):
+        if optional in keys and not summary[optional].fillna("").astype(bool).any():
+            keys.remove(optional)
     table = summary[keys].copy()
+    if "grouping" in keys:
+        table["grouping"] = table["grouping"].replace({"cell": OPTIMISTIC})
     table["folds"] = summary["n_folds"]
     for metric in metrics:
         mean, sem = summary.get(f"{metric}_mean"), summary.get(f"{metric}_sem")
@@ -156,7 +188,9 @@ def table_from_summary(
             continue
         table[metric] = [format_mean_sem(m, s, digits) for m, s in zip(mean, sem, strict=True)]
     table["notes"] = summary["notes"]
-    order = ["split", "dataset_id", "embedding", "classifier"]
+    if not sort:
+        return table
+    order = ["split", "dataset_id", "embedding", "classifier", "selection", "control"]
     return table.sort_values([k for k in order if k in keys], kind="stable")
 
 

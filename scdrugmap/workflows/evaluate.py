@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from scdrugmap.classify.evaluate import FoldFeatures
 from scdrugmap.classify.evaluate import evaluate as cross_validate
 from scdrugmap.store.storage import Storage
 
@@ -16,9 +17,15 @@ def evaluate(
     n_folds: int = 5,
     shots: int = 5,
     seed: int = 0,
+    control: str | None = None,
+    fold_features: FoldFeatures | None = None,
+    run_name: str | None = None,
     show_progress: bool = False,
 ):
-    """Cross-validate a classifier on a stored embedding; results go to the catalog."""
+    """Cross-validate a classifier on a stored embedding; results go to the catalog.
+
+    `control="shuffled"`: the same folds with labels permuted within each data set, kept
+    beside the real run as its control (near AUROC 0.5 when nothing leaks)."""
     store.require()
     return cross_validate(
         store,
@@ -29,5 +36,8 @@ def evaluate(
         n_folds=n_folds,
         shots=shots,
         seed=seed,
+        control=control,
+        fold_features=fold_features,
+        run_name=run_name,
         show_progress=show_progress,
     )

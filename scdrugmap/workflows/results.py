@@ -22,7 +22,11 @@ def open_results(path: str | os.PathLike | None = None) -> Storage:
 
 
 def results_summary(store: Storage, scope: str = "pooled") -> pd.DataFrame:
-    """One row per (embedding, classifier, split) of the latest runs, and data set when
-    `scope` is 'dataset'; empty when nothing has run yet."""
+    """One row per (embedding, classifier, split, control) of the latest runs, and data
+    set when `scope` is 'dataset'; empty when nothing has run yet. `optimistic` marks the
+    rows whose folds split cells of one sample, for scripts that read no table."""
     results = store.results()
-    return summarise(results, scope=scope) if not results.empty else results
+    if results.empty:
+        return results
+    summary = summarise(results, scope=scope)
+    return summary.assign(optimistic=summary["grouping"] == "cell")

@@ -106,9 +106,16 @@ async function showPredictor(name) {
   if (!name) return;
   const record = await api(`/api/predictors/${encodeURIComponent(name)}`);
   const checked = record.cross_validated;
+  const grouping = !checked || !checked.grouping
+    ? ""
+    : checked.optimistic
+      ? ", held out by cell: optimistic, cells of one sample on both sides"
+      : `, held out by ${checked.grouping}`;
   const metrics = checked
-    ? `cross-validated (${checked.split} split): F1 of the sensitive class ` +
-      `${formatted(checked.metrics.f1_sensitive)}, AUROC ${formatted(checked.metrics.auroc)}`
+    ? `cross-validated (${checked.split} split${grouping}): AUROC ` +
+      `${formatted(checked.metrics.auroc)}, MCC ${formatted(checked.metrics.mcc)}, ` +
+      `F1 of the sensitive class ${formatted(checked.metrics.f1_sensitive)} ` +
+      `(${formatted(checked.metrics.f1_chance)} calling every cell sensitive)`
     : "never cross-validated";
   about.textContent =
     `${record.name}: ${record.classifier} on the ${record.embedding.key} embedding ` +
