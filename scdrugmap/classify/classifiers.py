@@ -29,7 +29,8 @@ _DESCRIPTIONS = {
     "logreg": "standardised features + logistic regression (lbfgs, C=1)",
     "lightgbm": "gradient-boosted trees (LightGBM, 200 trees, lr 0.05, 31 leaves, 63 bins, "
     "half the features per tree, deterministic)",
-    "mlp": "scDrugMap head: 512-512 ReLU MLP, AdamW, 10 epochs, early stopping (numpy)",
+    "mlp": "scDrugMap head: 512-512 ReLU MLP, AdamW, 10 epochs and at least 300 steps, "
+    "early stopping (numpy)",
     "knn": "standardised features + 15 nearest neighbours, distance-weighted",
 }
 
