@@ -11,6 +11,32 @@ from tests.synthetic import counts_matrix, write_genes_by_cells
 SAMPLE_LABELS = (("s1", "sensitive"), ("s2", "sensitive"), ("r1", "resistant"), ("r2", "resistant"))
 
 
+def ingest_pc9(store: Store, folder: Path, **metadata: str) -> dict:
+    """Both real PC9 samples of `folder` as data set 'pc9': untreated cells sensitive, the
+    erlotinib survivors resistant."""
+    return store.ingest(
+        [folder / "Day11_control.txt.gz", folder / "Day11_Erlotinib.txt.gz"],
+        IngestOptions(
+            dataset_id="pc9",
+            samples=["control", "erlotinib"],
+            labels=["sensitive", "resistant"],
+            **metadata,
+        ),
+    )
+
+
+def scad_options(dataset_id: str, drug: str) -> IngestOptions:
+    """A SCAD table: cells as rows, labels in `response` (1 sensitive), z-scored values."""
+    return IngestOptions(
+        dataset_id=dataset_id,
+        label_column="response",
+        sensitive_values=["1"],
+        resistant_values=["0"],
+        values="normalized",
+        drug=drug,
+    )
+
+
 def ingest_synthetic(
     store: Store,
     dataset_id: str,

@@ -17,18 +17,7 @@ from sklearn.metrics import roc_auc_score
 from scdrugmap import Store
 from scdrugmap.classify.splits import make_split
 from scdrugmap.cli import main
-from scdrugmap.data.prepare import IngestOptions
-
-
-def _scad_options(dataset_id: str, drug: str) -> IngestOptions:
-    return IngestOptions(
-        dataset_id=dataset_id,
-        label_column="response",
-        sensitive_values=["1"],
-        resistant_values=["0"],
-        values="normalized",
-        drug=drug,
-    )
+from tests.store_builders import ingest_pc9, scad_options
 
 
 def _inverted_copy(table: Path, out: Path) -> Path:
@@ -47,27 +36,18 @@ def scad(real_data: Path, tmp_path_factory) -> Store:
     root = tmp_path_factory.mktemp("scad-copies")
     store = Store(root / "store")
     folder = real_data / "scad"
-    store.ingest([folder / "PLX4720.tsv.gz"], _scad_options("plx4720", "PLX4720"))
-    store.ingest([folder / "Afatinib.tsv.gz"], _scad_options("afatinib", "Afatinib"))
+    store.ingest([folder / "PLX4720.tsv.gz"], scad_options("plx4720", "PLX4720"))
+    store.ingest([folder / "Afatinib.tsv.gz"], scad_options("afatinib", "Afatinib"))
     copy = _inverted_copy(folder / "PLX4720.tsv.gz", root / "plx_relabelled.tsv")
-    store.ingest([copy], _scad_options("plx-relabelled", "PLX4720 (relabelled)"))
+    store.ingest([copy], scad_options("plx-relabelled", "PLX4720 (relabelled)"))
     store.embed("pca", n_components=20)
     return store
 
 
 @pytest.fixture(scope="module")
 def pc9(real_data: Path, tmp_path_factory) -> Store:
-    folder = real_data / "pc9_erlotinib"
     store = Store(tmp_path_factory.mktemp("pc9-honest") / "store")
-    store.ingest(
-        [folder / "Day11_control.txt.gz", folder / "Day11_Erlotinib.txt.gz"],
-        IngestOptions(
-            dataset_id="pc9",
-            samples=["control", "erlotinib"],
-            labels=["sensitive", "resistant"],
-            drug="erlotinib",
-        ),
-    )
+    ingest_pc9(store, real_data / "pc9_erlotinib", drug="erlotinib")
     store.embed("pca", chunk_size=5000)
     return store
 

@@ -8,24 +8,19 @@ import numpy as np
 import pytest
 
 from scdrugmap import Store
-from scdrugmap.data.prepare import IngestOptions
+from tests.store_builders import ingest_pc9, scad_options
 
 
 @pytest.fixture(scope="module")
 def pc9_store(real_data: Path, tmp_path_factory) -> Store:
-    folder = real_data / "pc9_erlotinib"
     store = Store(tmp_path_factory.mktemp("pc9") / "store")
-    store.ingest(
-        [folder / "Day11_control.txt.gz", folder / "Day11_Erlotinib.txt.gz"],
-        IngestOptions(
-            dataset_id="pc9",
-            samples=["control", "erlotinib"],
-            labels=["sensitive", "resistant"],
-            drug="erlotinib",
-            cancer_type="lung adenocarcinoma",
-            tissue="cell line",
-            therapy="targeted",
-        ),
+    ingest_pc9(
+        store,
+        real_data / "pc9_erlotinib",
+        drug="erlotinib",
+        cancer_type="lung adenocarcinoma",
+        tissue="cell line",
+        therapy="targeted",
     )
     store.embed("pca", chunk_size=5000)
     return store
@@ -58,17 +53,7 @@ def scad_store(real_data: Path, tmp_path_factory) -> Store:
     folder = real_data / "scad"
     store = Store(tmp_path_factory.mktemp("scad") / "store")
     for drug, dataset_id in (("PLX4720", "plx4720"), ("Afatinib", "afatinib")):
-        store.ingest(
-            [folder / f"{drug}.tsv.gz"],
-            IngestOptions(
-                dataset_id=dataset_id,
-                label_column="response",
-                sensitive_values=["1"],
-                resistant_values=["0"],
-                values="normalized",
-                drug=drug,
-            ),
-        )
+        store.ingest([folder / f"{drug}.tsv.gz"], scad_options(dataset_id, drug))
     store.embed("pca", key="pca-scad", n_components=20)
     return store
 

@@ -101,7 +101,9 @@ def test_an_upload_shows_its_calls_map_and_histograms(page, tmp_path) -> None:
         "[...document.querySelectorAll('#predictor-figures img')]"
         ".every(img => img.complete && img.naturalWidth > 0)"
     )
-    assert "logreg on the pca embedding" in page.inner_text("#predictor-about")
+    about = page.inner_text("#predictor-about")
+    assert "logreg on the pca embedding" in about
+    assert "held out by" in about and "MCC" in about and "calling every cell sensitive" in about
 
     page.set_input_files("#file", str(patient_table(tmp_path / "patient-b.tsv", resistant=True)))
     page.click("#run")

@@ -135,12 +135,40 @@ def test_both_baselines_embed_every_pc9_cell(tour: Tour) -> None:
 
 
 def test_evaluate_says_it_fell_back_to_cells_and_left_the_failures_out(tour: Tour) -> None:
-    said = tour.output_of("scdrugmap", "evaluate")
+    (said,) = [
+        output
+        for line, output in tour.outputs.items()
+        if line.startswith("scdrugmap evaluate") and "--control" not in line
+    ]
     failed = _failures(tour, "pca", "pc9")
     assert "sample-grouped folds impossible" in said and "optimistic" in said
     assert f"{failed} cells the embedding saw nothing of" in said
-    runs = tour.sql("SELECT n_cells, cell_level, note FROM runs WHERE embedding = 'pca'")
+    runs = tour.sql(
+        "SELECT n_cells, cell_level, grouping FROM runs WHERE embedding = 'pca' AND control IS NULL"
+    )
     assert runs["n_cells"].iloc[0] == 3650 - failed and bool(runs["cell_level"].iloc[0])
+    assert runs["grouping"].iloc[0] == "cell"
+
+
+def test_the_shuffled_control_sits_beside_its_run_at_chance(tour: Tour) -> None:
+    results = pd.DataFrame(tour.json("results"))
+    pc9 = results.query("embedding == 'pca' and classifier == 'lightgbm'").set_index("control")
+    assert set(pc9.index) == {"", "shuffled"}
+    assert pc9.loc["", "auroc_mean"] > 0.75 and abs(pc9.loc["shuffled", "auroc_mean"] - 0.5) < 0.1
+    assert pc9["optimistic"].all() and set(pc9["grouping"]) == {"cell"}
+    page = (tour.folder / "report" / "index.html").read_text()
+    assert "AUROC, shuffled labels" in page
+
+
+def test_fits_within_folds_are_kept_beside_the_stored_fit(tour: Tour) -> None:
+    runs = tour.sql("SELECT embedding, params FROM runs WHERE split = 'cross-dataset'")
+    within = runs.query("embedding == 'pca-scad (fit within folds)'")
+    fits = json.loads(within["params"].iloc[0])["fold_fits"]
+    assert fits == {"afatinib": ["plx4720"], "plx4720": ["afatinib"]}
+    assert (
+        "held-out data sets afatinib, plx4720 were in the embedding"  # then an escaped apostrophe
+        in (tour.folder / "report" / "index.html").read_text()
+    )
 
 
 def test_benchmark_and_results_hold_every_combination(tour: Tour) -> None:
