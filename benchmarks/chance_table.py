@@ -5,7 +5,7 @@ sensitive class beside f1_chance (every cell called sensitive), MCC and AUROC, a
 the shuffled-label control's AUROC and MCC on the same folds. On SCAD the
 cross-dataset runs are repeated with the baselines fitted within folds.
 
-    python benchmarks/chance_table.py [--full] [--out DIR]
+    python -m benchmarks.chance_table [--full] [--out DIR]
 
 `--full` reads the full PC9 files from ../shared (6,000 + 8,600 cells) instead of the
 quarter kept in tests/data. Prints one Markdown table.
