@@ -27,6 +27,7 @@ from scdrugmap.provenance import canonical_json, package_versions, settings_hash
 from scdrugmap.store.catalog import connect
 from scdrugmap.store.dataset_zarr import DatasetReader
 from scdrugmap.store.embedding_array import EmbeddingArray
+from scdrugmap.store.staging import remove_stale, staging_path
 
 DTYPES = ("float32", "float16")
 
@@ -157,8 +158,8 @@ def _open_or_create(
     recipe = getattr(embedder, "load_recipe", None)
     if recipe is not None:
         attrs["load_recipe"] = recipe
-    staging = target.path.with_name(f".creating-{target.path.name}")
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_stale(target.path.parent, f".creating-{target.path.name}")
+    staging = staging_path(target.path.parent, f".creating-{target.path.name}", "")
     EmbeddingArray.create(
         staging,
         n_cells=target.reader.n_cells,
@@ -167,7 +168,15 @@ def _open_or_create(
         dtype=dtype,
         attrs=attrs,
     )
-    os.replace(staging, target.path)
+    try:
+        os.replace(staging, target.path)
+    except OSError:
+        # Another run of the same key created it first: write into theirs (chunks are
+        # idempotent), after checking it was made with the same settings.
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.path.exists():
+            raise
+        return _open_or_create(embedder, key, target, chunk_size, dtype)
     return EmbeddingArray(target.path)
 
 
@@ -201,15 +210,18 @@ def _record(catalog: Path, array: EmbeddingArray, dataset_id: str) -> int:
             }
         ]
     )
+    # One transaction: an embedding counts as complete only with its failures recorded,
+    # so a run killed in between is seen, and finished, as incomplete.
     with connect(catalog, write=True) as con:
         con.register("incoming", row)
+        con.execute("BEGIN TRANSACTION")
         con.execute(
             "DELETE FROM embeddings WHERE key = ? AND dataset_id = ?", [attrs["key"], dataset_id]
         )
         con.execute("INSERT INTO embeddings BY NAME SELECT * FROM incoming")
-        if complete:
-            return _record_failures(con, attrs["key"], dataset_id, cell_coverage)
-    return 0
+        n_failed = _record_failures(con, attrs["key"], dataset_id, cell_coverage) if complete else 0
+        con.execute("COMMIT")
+    return n_failed
 
 
 def _record_failures(con, key: str, dataset_id: str, cell_coverage: np.ndarray) -> int:

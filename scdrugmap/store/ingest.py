@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,6 +21,10 @@ from scdrugmap.data.prepare import PreparedDataset
 from scdrugmap.errors import InputError
 from scdrugmap.store.catalog import connect
 from scdrugmap.store.dataset_zarr import write_dataset_zarr
+from scdrugmap.store.staging import remove_stale, staging_path
+
+# Where a data set is assembled before it is renamed into place (store/staging.py).
+INCOMING = ".incoming-"
 
 CELL_COLUMNS = ["barcode", "sample", "label", "n_counts", "n_genes", "source_file"]
 
@@ -72,7 +75,8 @@ def dataset_exists(catalog: Path, dataset_id: str) -> bool:
     return bool(found[0])
 
 
-def add_dataset(store_path: Path, prepared: PreparedDataset, *, replace: bool) -> None:
+def add_dataset(store_path: Path, prepared: PreparedDataset, *, replace: bool) -> list[Path]:
+    """Write the data set; return the staging folders of killed ingests it removed."""
     catalog = store_path / "catalog.duckdb"
     dataset_id = prepared.dataset_id
     if dataset_exists(catalog, dataset_id) and not replace:
@@ -82,9 +86,9 @@ def add_dataset(store_path: Path, prepared: PreparedDataset, *, replace: bool) -
         )
     datasets_dir = store_path / "datasets"
     final = datasets_dir / f"{dataset_id}.zarr"
-    token = uuid.uuid4().hex[:8]
-    staged = datasets_dir / f".incoming-{dataset_id}-{token}.zarr"
-    retired = datasets_dir / f".replaced-{dataset_id}-{token}.zarr"
+    removed = remove_stale(datasets_dir, INCOMING)
+    staged = staging_path(datasets_dir, INCOMING, dataset_id, ".zarr")
+    retired = datasets_dir / f".replaced-{staged.name.removeprefix(INCOMING)}"
     datasets_dir.mkdir(parents=True, exist_ok=True)
     try:
         write_dataset_zarr(
@@ -121,6 +125,7 @@ def add_dataset(store_path: Path, prepared: PreparedDataset, *, replace: bool) -
     shutil.rmtree(retired, ignore_errors=True)
     for key in stale_keys:
         shutil.rmtree(store_path / "embeddings" / key / f"{dataset_id}.zarr", ignore_errors=True)
+    return removed
 
 
 def _remove_rows(con, dataset_id: str) -> list[str]:

@@ -73,10 +73,13 @@ class Storage:
     # data sets ---------------------------------------------------------------
 
     def add_prepared(self, prepared, *, replace: bool = False) -> dict:
+        """Add a prepared data set; the row says which staging folders of killed ingests
+        were removed on the way (`removed_staging`, paths relative to the store)."""
         from scdrugmap.store.ingest import add_dataset
 
-        add_dataset(self.path, prepared, replace=replace)
-        return self.dataset(prepared.dataset_id)
+        removed = add_dataset(self.path, prepared, replace=replace)
+        row = self.dataset(prepared.dataset_id)
+        return {**row, "removed_staging": [str(p.relative_to(self.path)) for p in removed]}
 
     def datasets(self) -> pd.DataFrame:
         if not self.exists():
@@ -147,7 +150,11 @@ class Storage:
         shutil.rmtree(self.fit_path(key), ignore_errors=True)
 
     def embeddings(self) -> pd.DataFrame:
-        """Stored embeddings with provenance; completeness read live from the arrays."""
+        """Stored embeddings with provenance; chunks done read live from the arrays.
+
+        Complete means every chunk written *and* the completion recorded (coverage and
+        failures in the catalog): a run killed after its last chunk is not complete
+        until a rerun records it."""
         if not self.exists():
             return pd.DataFrame()
         from scdrugmap.store.embedding_array import EmbeddingArray
@@ -160,7 +167,8 @@ class Storage:
             path = self.embedding_path(key, dataset_id)
             done.append(int(EmbeddingArray(path).done_chunks().sum()) if path.exists() else 0)
         frame["chunks_done"] = done
-        frame["complete"] = frame["chunks_done"] == frame["n_chunks"]
+        recorded = frame["completed_at"].notna() & frame["complete"].astype(bool)
+        frame["complete"] = (frame["chunks_done"] == frame["n_chunks"]) & recorded
         return frame
 
     def embedding_array(self, key: str, dataset_id: str) -> EmbeddingArray:

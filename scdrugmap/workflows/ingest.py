@@ -41,6 +41,10 @@ def ingest(
     warnings = list(prepared.warnings) + overlap_warnings(
         prepared.dataset_id, int(row["n_cells"]), overlaps
     )
+    warnings += [
+        f"removed {path}, left by an ingest that was stopped before it finished"
+        for path in row["removed_staging"]
+    ]
     return {**row, **overlaps, "warnings": warnings}
 
 
