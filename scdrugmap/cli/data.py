@@ -173,9 +173,16 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 @main.command()
 @click.argument("query")
 @click.option("--limit", type=int, default=None, help="At most this many rows.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds before the query is stopped.",
+)
 @json_option()
 @click.pass_context
-def sql(ctx: click.Context, query: str, limit: int | None, as_json: bool) -> None:
+def sql(ctx: click.Context, query: str, limit: int | None, timeout: float, as_json: bool) -> None:
     """Run a read-only SQL QUERY over the catalog.
 
     Tables: datasets, cells (cells.content_hash: a hash of the cell's genes and
@@ -191,9 +198,9 @@ def sql(ctx: click.Context, query: str, limit: int | None, as_json: bool) -> Non
     Example:
       scdrugmap sql "SELECT dataset_id, label, count(*) FROM cells GROUP BY ALL"
     """
-    from scdrugmap.workflows.catalog import catalog_rows
+    from scdrugmap.workflows.catalog import sql_rows
 
-    columns, rows = catalog_rows(store_path(ctx), query, limit)
+    columns, rows = sql_rows(store_path(ctx), query, limit, timeout)
     print_rows(columns, rows, as_json)
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from scdrugmap.errors import InputError, StoreError
 from scdrugmap.store.catalog import connect
 from scdrugmap.store.location import CATALOG_NAME, default_store_path
-from scdrugmap.store.sql import check_read_only, run_query
+from scdrugmap.store.sql import SqlLimits, check_read_only, run_query, user_query
 
 if TYPE_CHECKING:
     from scdrugmap.store.dataset_zarr import DatasetReader
@@ -245,11 +245,18 @@ class Storage:
         )
 
     def sql(
-        self, query: str, limit: int | None = None, seconds: float | None = None
+        self,
+        query: str,
+        limit: int | None = None,
+        seconds: float | None = None,
+        *,
+        limits: SqlLimits | None = None,
     ) -> pd.DataFrame:
-        """Run a read-only query (stopped after `seconds`); statements that write are refused."""
+        """Run a read-only query on a snapshot of the catalog (stopped after `seconds`, or
+        within `limits`); statements that write are refused, and no writer waits for it."""
         self.require()
-        return run_query(self.catalog_path, query, limit, seconds)
+        chosen = limits or SqlLimits(seconds=seconds, max_bytes=None)
+        return user_query(self.catalog_path, query, limit, chosen)
 
     # runs ---------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from scdrugmap.errors import StoreError
 from scdrugmap.store.location import CATALOG_NAME, default_store_path
-from scdrugmap.store.sql import query_rows
+from scdrugmap.store.sql import SqlLimits, query_rows, user_rows
 
 
 def catalog_file(store_path: Path | None) -> Path:
@@ -19,6 +19,10 @@ def catalog_rows(
 ) -> tuple[list[str], list[tuple]]:
     """A read-only query on the store's catalog, without pandas, so listing commands start
     in well under a second."""
+    return query_rows(_existing_catalog(store_path), query, limit)
+
+
+def _existing_catalog(store_path: Path | None) -> Path:
     catalog = catalog_file(store_path)
     if not catalog.exists():
         path = catalog.parent
@@ -26,7 +30,15 @@ def catalog_rows(
             f"{path}: no scdrugmap store here; run `scdrugmap --store {path} ingest ...` "
             "first, or point --store / $SCDRUGMAP_STORE at one"
         )
-    return query_rows(catalog, query, limit)
+    return catalog
+
+
+def sql_rows(
+    store_path: Path | None, query: str, limit: int | None, seconds: float | None
+) -> tuple[list[str], list[tuple]]:
+    """A user's query for the `sql` command: on a snapshot of the catalog (no writer waits
+    for it), stopped after `seconds`, within DuckDB memory and answer-size limits."""
+    return user_rows(_existing_catalog(store_path), query, limit, SqlLimits(seconds=seconds))
 
 
 DATASET_COLUMNS = (
