@@ -223,9 +223,15 @@ def test_bad_values(tmp_path: Path) -> None:
     _fails([_table(tmp_path, [head, "TP53\t1\t0.5"])], "non-integer values.*--values normalized")
     _fails([_table(tmp_path, [head, "TP53\t0\t0"])], "every value is zero")
     ok = prepare_dataset(
-        [_table(tmp_path, [head, "TP53\t1\t-0.5"])], IngestOptions("z", values="normalized")
+        [_table(tmp_path, [head, "TP53\t1\t-0.5", "EGFR\t0\t2"])],
+        IngestOptions("z", values="normalized"),
     )
-    assert ok.counts.toarray().tolist() == [[1.0], [-0.5]]
+    assert ok.counts.toarray().tolist() == [[1.0, 0.0], [-0.5, 2.0]]
+
+
+def test_a_one_gene_table_is_refused(tmp_path: Path) -> None:
+    head = "GENE\tc1\tc2"
+    _fails([_table(tmp_path, [head, "TP53\t1\t3"])], "holds 1 gene, fewer than the 2")
 
 
 def test_duplicate_names(tmp_path: Path) -> None:

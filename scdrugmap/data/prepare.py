@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from scdrugmap.data.content_hash import content_hashes
 from scdrugmap.data.genes import (
     classify_gene_ids,
     dominant_id_type,
     gene_id_kinds,
     normalise_gene_ids,
 )
+from scdrugmap.data.label_conflicts import label_conflicts
 from scdrugmap.data.readers import (
     ORIENTATIONS,
     SourceTable,
@@ -73,6 +75,8 @@ class PreparedDataset:
     var: pd.DataFrame  # index = gene names; columns gene_id, id_type
     obs: pd.DataFrame  # index = barcode; OBS_COLUMNS + the files' extra columns as text
     metadata: dict
+    # Per cell, data/content_hash.py's hash of its genes and values (cells.content_hash).
+    content_hashes: np.ndarray
     # One line each: what is valid but probably not what the user meant (all cells of one
     # label, say); the CLI prints them, API callers read them here.
     warnings: list[str] = field(default_factory=list)
@@ -136,6 +140,10 @@ def _assemble(tables: list[SourceTable], options: IngestOptions) -> PreparedData
         {"gene_id": normalise_gene_ids(genes), "id_type": gene_id_kinds(genes)},
         index=pd.Index(genes, dtype=object),
     )
+    # By normalised identifier, so two files of the same cells agree however their genes
+    # are named, ordered or padded.
+    hashes = content_hashes(counts, var["gene_id"].tolist())
+    conflicts = label_conflicts(where, hashes, labels, obs["n_genes"].to_numpy(), barcodes)
     gene_ids = classify_gene_ids(genes)
     gene_ids["dominant"] = dominant_id_type(gene_ids)
     metadata = {
@@ -151,8 +159,8 @@ def _assemble(tables: list[SourceTable], options: IngestOptions) -> PreparedData
         "source_files": [p.name for p in paths],
         "barcode_prefixed": prefixed,
     }
-    warnings = _label_warnings(options.dataset_id, labels)
-    return PreparedDataset(options.dataset_id, counts, var, obs, metadata, warnings)
+    warnings = _label_warnings(options.dataset_id, labels) + conflicts
+    return PreparedDataset(options.dataset_id, counts, var, obs, metadata, hashes, warnings)
 
 
 def _read_tables(

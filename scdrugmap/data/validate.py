@@ -37,6 +37,12 @@ def check_value_kind(values: str) -> None:
         raise InputError(f"--values {values!r}: unknown value kind; use one of {list(VALUE_KINDS)}")
 
 
+# One gene is no expression profile but a file read along the wrong axis or cut short (a
+# one-row table, or a table whose cells became its genes): refused, not embedded. Two or
+# more go on to the gene-identifier check, which names a wrong orientation better.
+MIN_GENES = 2
+
+
 def check_source(table: SourceTable, values: str, *, counts_fix: str = NORMALIZED_FIX) -> None:
     """Shape, unique names, and values fit for `values` ('counts' or 'normalized');
     `counts_fix` is the remedy named when counts are not counts."""
@@ -49,6 +55,13 @@ def check_source(table: SourceTable, values: str, *, counts_fix: str = NORMALIZE
     _check_unique(table.path, table.genes, "gene name", "make the gene names unique")
     _check_unique(table.path, table.barcodes, "barcode", "make the cell barcodes unique")
     _check_values(table, values, counts_fix)
+    if n_genes < MIN_GENES:
+        raise file_error(
+            table.path,
+            f"the file holds {n_genes} gene{'s' if n_genes > 1 else ''}, fewer than the "
+            f"{MIN_GENES} any expression profile has",
+            fix,
+        )
 
 
 def check_gene_ids(where: str, genes: Sequence[str]) -> None:

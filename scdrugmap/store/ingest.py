@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from scdrugmap.data.content_hash import content_hashes
 from scdrugmap.data.prepare import PreparedDataset
 from scdrugmap.errors import InputError
 from scdrugmap.store.catalog import connect
@@ -97,9 +96,7 @@ def add_dataset(store_path: Path, prepared: PreparedDataset, *, replace: bool) -
         cells = prepared.obs[CELL_COLUMNS].reset_index(drop=True)
         cells.insert(0, "cell_index", range(len(cells)))
         cells.insert(0, "dataset_id", dataset_id)
-        # By normalised identifier (var.gene_id: Ensembl versions stripped), so two files
-        # of the same cells agree however their genes are named, ordered or padded.
-        cells["content_hash"] = content_hashes(prepared.counts, prepared.var["gene_id"].tolist())
+        cells["content_hash"] = prepared.content_hashes
         row = pd.DataFrame([_dataset_row(prepared)])
         with connect(catalog, write=True) as con:
             con.execute("BEGIN TRANSACTION")
