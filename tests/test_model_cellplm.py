@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,11 @@ from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.data.readers import SourceTable
 from scdrugmap.embed.cell_blocks import sample_blocks
-from scdrugmap.embed.models.cellplm import CellPLMEmbedder
+from scdrugmap.embed.models import cellplm
+from scdrugmap.embed.models.cellplm import CellPLMEmbedder, whole_sample_bound
 from scdrugmap.embed.protocol import CellBlockEmbedder
 from scdrugmap.errors import InputError
-from tests.cellplm_checkpoint import SMALL, VERSION, write_cellplm_checkpoint
+from tests.cellplm_checkpoint import PUBLISHED, SMALL, VERSION, write_cellplm_checkpoint
 from tests.data_files import write_sample
 
 ROWS = np.r_[0:20, 750:770]
@@ -56,8 +58,34 @@ def test_embeddings_have_the_latent_width_and_tell_cells_apart(embedder, embeddi
     assert len(np.unique(embedding.round(5), axis=0)) == N_CELLS
 
 
-def test_published_block_size_is_the_checkpoints_max_batch_size(checkpoint: Path) -> None:
-    assert CellPLMEmbedder.load(checkpoint).block_size == 4000
+def test_default_blocks_are_whole_samples_up_to_a_memory_bound(checkpoint: Path, pc9) -> None:
+    """As the reference: each sample encoded whole. PC9's samples (6,000 and 8,600 cells)
+    are far below the bound of the published width."""
+    assert whole_sample_bound(PUBLISHED["enc_hid"]) > 8600
+    default = CellPLMEmbedder.load(checkpoint)
+    assert default.block_size == whole_sample_bound(SMALL["enc_hid"])
+    assert default.settings["block_size_reason"] == "whole samples up to the memory bound"
+    counts, genes = pc9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no note: nothing is split
+        whole = default.embed(default.tokenize(counts, genes))
+    given = CellPLMEmbedder.load(checkpoint, block_size=N_CELLS)
+    assert given.settings["block_size_reason"] == "set by the block_size option"
+    np.testing.assert_array_equal(whole, given.embed(given.tokenize(counts, genes)))
+
+
+def test_a_sample_past_the_memory_bound_is_split_with_a_note(
+    checkpoint: Path, pc9, embedding, monkeypatch
+) -> None:
+    per_cell = cellplm.BLOCK_MEMORY // whole_sample_bound(SMALL["enc_hid"])
+    monkeypatch.setattr(cellplm, "BLOCK_MEMORY", per_cell * BLOCK)
+    capped = CellPLMEmbedder.load(checkpoint)
+    assert capped.block_size == BLOCK
+    assert capped.settings["block_size_reason"] == "whole samples up to the memory bound"
+    counts, genes = pc9
+    with pytest.warns(UserWarning, match=f"more cells than the memory bound of {BLOCK}"):
+        split = capped.embed(capped.tokenize(counts, genes))
+    np.testing.assert_array_equal(split, embedding)  # blocks of BLOCK, as block_size=BLOCK
 
 
 def test_symbols_and_ensembl_ids_reach_the_same_gene_vector(embedder, real_data) -> None:
@@ -154,6 +182,7 @@ def test_store_embedding_does_not_depend_on_chunk_size(checkpoint: Path, pc9, tm
     settings = store.embeddings().set_index("key").loc["cellplm_40", "settings"]
     settings = json.loads(settings)
     assert settings["block_size"] == BLOCK and "one sample" in settings["cell_blocks"]
+    assert settings["block_size_reason"] == "set by the block_size option"
 
 
 class _Shell:

@@ -11,9 +11,11 @@ What the reference's `CellEmbeddingPipeline` computes (OmicsML/CellPLM):
   other. The reference embeds each obs `batch` (sample) in slices of
   `batch_size` consecutive cells, the whole sample by default. We use blocks
   of `block_size` consecutive cells of one sample (`embed/cell_blocks.py`),
-  by default the checkpoint's `max_batch_size` (4,000: the most cells the
-  model saw together in pre-training), so memory stays bounded; the block
-  definition is part of the embedding's recorded settings.
+  by default the whole sample, as the reference: attention is linear in
+  cells, so a sample costs memory in proportion to its cells (see
+  `whole_sample_bound`). Only a sample larger than that memory-derived bound
+  is split, into blocks of the bound's size, with a printed note; the block
+  size and its reason are part of the embedding's recorded settings.
 - **Embedding.** LayerNorm, then the GMVAE inference net in eval mode: a
   hard Gumbel-softmax draw of the cluster and the Gaussian mean given cell
   and cluster (512 dims). The reference draws the Gumbel noise from torch's
@@ -29,6 +31,7 @@ What the reference's `CellEmbeddingPipeline` computes (OmicsML/CellPLM):
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +67,17 @@ PUBLISHED_FORM = {
 }
 ATTENTION_DROPOUT = 0.01  # fixed in the reference's flow attention, whatever the config
 _GUMBEL_STREAM = np.uint64(0xCE11_0001)
+# What one cell of a block costs while the block is encoded. Measured on CPU (peak RSS
+# over the loaded model) with a published-size model (width 1,024, 4 layers, the 19,374-
+# gene list) on real PC9 cells (about 215 genes each) in one block: 0.31 GiB for 8,600
+# cells, 0.66 for 17,200, 1.38 for 34,400, 2.85 for 68,800, a straight line of 45 KB a
+# cell: about 10 float32 values per unit of width (layer inputs, queries, keys, values,
+# the feed-forward's doubled width) plus the sparse input, 20 bytes per expressed gene
+# (int64 row and column, float32 value). The bound takes 12 values, and TYPICAL_GENES
+# genes, a full 10x cell: about 78,700 cells at the published width.
+ACTIVATION_FLOATS = 12
+TYPICAL_GENES = 3000
+BLOCK_MEMORY = 8 * 2**30  # a block's working memory: fits a 16 GB GPU beside the model
 _EPS = 1e-20
 
 
@@ -280,6 +294,12 @@ class CellPLMModel(nn.Module):
         return self.latent.layers[1].inference(hidden, uniforms)
 
 
+def whole_sample_bound(width: int) -> int:
+    """The most cells encoded as one block by default: BLOCK_MEMORY over a cell's cost."""
+    per_cell = 4 * ACTIVATION_FLOATS * width + 20 * TYPICAL_GENES
+    return max(1, BLOCK_MEMORY // per_cell)
+
+
 def _version_files(folder: Path, version: str | None) -> tuple[Path, Path]:
     """`<version>.config.json` and `<version>.best.ckpt`; the version may be left out when the
     directory holds one."""
@@ -374,15 +394,17 @@ def build_model(config: dict, path: Path, heads: int) -> CellPLMModel:
 class CellPLMEmbedder(TorchEmbedder):
     """CellPLM cell embeddings, each block of cells encoded together (see the module docstring).
 
-    Options: `block_size` (cells that attend to each other; the checkpoint's
-    `max_batch_size` by default), `cluster` (sample: the reference's seeded
-    Gumbel draw; argmax), `seed` (mixed into the per-cell draws), `heads`
-    (the config's `enc_head`, else the reference's 8), `version` (which
+    Options: `block_size` (cells that attend to each other; by default whole
+    samples, split only past `whole_sample_bound`, with a note), `cluster`
+    (sample: the reference's seeded Gumbel draw; argmax), `seed` (mixed into
+    the per-cell draws), `heads` (the config's `enc_head`, else the
+    reference's 8), `version` (which
     `<version>.config.json` when the directory holds several), `gene_names`
     (symbol-to-Ensembl dictionary), `precision` (autocast on CUDA).
     """
 
     name = "cellplm"
+    _capped_noted = False
     lora_targets: ClassVar[list[str]] = ["query_projection", "key_projection", "value_projection"]
     gene_id_hint = "cellplm needs Ensembl IDs, or symbols through gene_name_id_dict.pkl"
 
@@ -393,7 +415,7 @@ class CellPLMEmbedder(TorchEmbedder):
         names_path = Path(options.pop("gene_names", folder / GENE_NAMES))
         config = read_config(config_path)
         defaults = {
-            "block_size": config.get("max_batch_size", 4000),
+            "block_size": None,
             "cluster": "sample",
             "seed": 0,
             "heads": config.get("enc_head", 8),
@@ -402,6 +424,7 @@ class CellPLMEmbedder(TorchEmbedder):
         settings, batching = split_options("cellplm", options, defaults, {})
         settings = _checked(settings)
         model = build_model(config, weights_path, settings["heads"])
+        settings |= _block_setting(settings["block_size"], model)
         names = load_plain_dictionary(names_path) if names_path.is_file() else {}
         settings.update(
             version=config_path.name.removesuffix(CONFIG_SUFFIX),
@@ -427,6 +450,22 @@ class CellPLMEmbedder(TorchEmbedder):
     def block_size(self) -> int:
         return self.settings["block_size"]
 
+    def _note_cap(self, blocks: np.ndarray) -> None:
+        """Once per embedder: a block filled to the memory bound means a sample larger than
+        it is split, which the reference would have encoded whole."""
+        if self._capped_noted or self.settings["block_size_reason"] != _BOUND_REASON:
+            return
+        if len(blocks) and np.bincount(blocks).max() >= self.block_size:
+            self._capped_noted = True
+            warnings.warn(
+                f"cellplm: a sample has more cells than the memory bound of {self.block_size}; "
+                f"it is split into blocks of {self.block_size} consecutive cells (recorded "
+                "as block_size), where the reference encodes each sample whole. "
+                "--param block_size=N sets it.",
+                UserWarning,
+                stacklevel=3,
+            )
+
     def gene_vocabulary(self) -> set[str]:
         return set(self.tokenizer.panel.index) | set(self.tokenizer.names)
 
@@ -438,6 +477,7 @@ class CellPLMEmbedder(TorchEmbedder):
     @torch.inference_mode()
     def embed(self, batch: CellPLMBatch) -> np.ndarray:
         """Each block encoded on its own; rows in input order."""
+        self._note_cap(batch.blocks)
         out = np.zeros((len(batch.blocks), self.dim), dtype=np.float32)
         order = np.argsort(batch.blocks, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(batch.blocks[order]) != 0])
@@ -464,12 +504,23 @@ class CellPLMEmbedder(TorchEmbedder):
             return self.model(values, uniforms).float()
 
 
+_BOUND_REASON = "whole samples up to the memory bound"
+
+
+def _block_setting(block_size, model: CellPLMModel) -> dict:
+    """`block_size` and why: the user's, or whole samples up to the memory bound."""
+    if block_size is not None:
+        return {"block_size": block_size, "block_size_reason": "set by the block_size option"}
+    width = model.embedder.feat_enc.emb.shape[1]
+    return {"block_size": whole_sample_bound(width), "block_size_reason": _BOUND_REASON}
+
+
 def _checked(settings: dict) -> dict:
-    ints = ("block_size", "seed", "heads")
+    ints = ("seed", "heads") if settings["block_size"] is None else ("block_size", "seed", "heads")
     checked = {**settings, **{k: int(settings[k]) for k in ints}}
     if checked["cluster"] not in CLUSTER_CHOICES:
         raise InputError(f"cellplm: cluster must be one of {', '.join(CLUSTER_CHOICES)}")
-    if checked["block_size"] < 1 or checked["heads"] < 1:
+    if (checked["block_size"] or 1) < 1 or checked["heads"] < 1:
         raise InputError("cellplm: block_size and heads must be positive")
     autocast(torch.device("cpu"), checked["precision"])
     return checked
