@@ -11,8 +11,13 @@ The cell embedding: scBERT was published as a cell-type classifier and has
 no embedding of its own; its fine-tuning head reads all 16,907 output
 vectors. scDrugMap used the frozen encoder's output; we take the mean over
 all positions of the final normalised hidden states (`pooling=mean`), with
-`pooling=expressed` (mean over the genes the cell expresses) and
-`pooling=last` (the appended token) as alternatives.
+`pooling=expressed` and `pooling=last` (the appended token) as alternatives.
+`pooling=expressed` averages the positions whose token is above 0. A token is
+floor(log2(1 + count x 10^4 / panel total)), so it is above 0 when the
+gene's count is at least the cell's panel total / 10^4 (up to float32
+rounding at that edge): a gene counted below that (one count in a cell with
+more than 10,000 counts on the panel, two above 20,000) has token 0, as an
+unexpressed gene does, and is left out; so is the appended token.
 
 One deviation, for batch independence: FAVOR+ stabilises the key features
 with the maximum over the whole batch; that maximum cancels except against a
