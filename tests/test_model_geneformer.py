@@ -15,7 +15,7 @@ from transformers import BertForMaskedLM
 
 from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
-from scdrugmap.data.readers import SourceTable
+from scdrugmap.data.readers import SourceTable, read_matrix_file
 from scdrugmap.embed.models.geneformer import GeneformerEmbedder, GeneformerTokenizer
 from scdrugmap.embed.safe_pickle import load_plain_dictionary
 from scdrugmap.errors import InputError
@@ -327,3 +327,49 @@ def test_wrong_identifier_type_is_refused(checkpoint: Path, pc9, tmp_path: Path)
     store.ingest(files, IngestOptions("entrez", samples=["a"], labels=["sensitive"]))
     with pytest.raises(InputError, match="geneformer needs Ensembl IDs or gene symbols"):
         store.embed("geneformer", checkpoint=checkpoint, device="cpu")
+
+
+def _float32_loom_ranks(tokenizer: GeneformerTokenizer, counts, genes) -> list[np.ndarray]:
+    """The reference's loom arithmetic on a float32 loom whose `n_counts` are float32: numpy
+    divides and scales in float32, then divides by the float64 medians (a test oracle)."""
+    ids = [tokenizer.ensembl_id(g) for g in genes]
+    columns = np.array([j for j, i in enumerate(ids) if i is not None])
+    tokens = np.array([tokenizer.token_dictionary[ids[j]] for j in columns])
+    medians = np.array([tokenizer.medians[ids[j]] for j in columns])
+    dense = counts.toarray().astype(np.float32)
+    totals = dense.sum(1, dtype=np.float64).astype(np.float32)
+    scaled = dense[:, columns] / totals[:, None] * 10_000
+    assert scaled.dtype == np.float32
+    normalised = scaled / medians
+    cells = []
+    for row in normalised:
+        nonzero = np.nonzero(row)[0]
+        cells.append(tokens[nonzero][np.argsort(-row[nonzero])][: tokenizer.model_input_size])
+    return cells
+
+
+def test_normalisation_is_float64_unless_float32_is_asked_for(
+    checkpoint: Path, embedder: GeneformerEmbedder, real_data: Path
+) -> None:
+    """Genes whose normalised values nearly tie rank by the precision of the normalisation:
+    float64 by default (the reference's loom with float64 `n_counts`), float32 on request.
+    The first 80 erlotinib-surviving PC9 cells hold four such cells."""
+    table = read_matrix_file(real_data / "pc9_erlotinib" / "Day11_Erlotinib.txt.gz")
+    counts, genes = table.counts[:80], table.genes
+    assert embedder.provenance()["settings"]["norm_precision"] == "float64"
+    single = GeneformerEmbedder.load(checkpoint, norm_precision="float32")
+    assert single.provenance()["settings"]["norm_precision"] == "float32"
+    double_ids, single_ids = embedder.tokenize(counts, genes), single.tokenize(counts, genes)
+    as_float64 = _rank_like_the_reference(embedder.tokenizer, counts, genes)
+    as_float32 = _float32_loom_ranks(single.tokenizer, counts, genes)
+    swapped = []
+    for i in range(80):
+        np.testing.assert_array_equal(double_ids.cell(i), as_float64[i])
+        np.testing.assert_array_equal(single_ids.cell(i), as_float32[i])
+        a, b = double_ids.cell(i), single_ids.cell(i)
+        assert sorted(a.tolist()) == sorted(b.tolist())  # the same genes, ...
+        if not np.array_equal(a, b):
+            swapped.append(i)  # ... some near-tied ones in another order
+    assert swapped == [0, 16, 56, 72]
+    with pytest.raises(InputError, match="norm_precision"):
+        GeneformerEmbedder.load(checkpoint, norm_precision="float16")

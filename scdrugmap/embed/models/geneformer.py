@@ -34,7 +34,10 @@ DICTIONARIES = {
     "gene_name_id_dict": "gene_name_id_dict.pkl",
 }
 POOLINGS = ("mean", "cls")
-DEFAULTS = {"emb_layer": -1, "pooling": "mean", "precision": "float32"}
+# The precision of the normalisation: float64 (the reference on a loom or h5ad whose
+# `n_counts` are float64); float32 (a float32 loom or h5ad without float64 `n_counts`).
+NORM_PRECISIONS = ("float64", "float32")
+DEFAULTS = {"emb_layer": -1, "pooling": "mean", "precision": "float32", "norm_precision": "float64"}
 BATCHING = {"max_tokens": 65_536, "max_cells": 256}
 
 
@@ -78,7 +81,13 @@ class GeneformerTokenizer:
         medians: dict,
         names: dict,
         model_input_size: int,
+        norm_precision: str = "float64",
     ) -> None:
+        if norm_precision not in NORM_PRECISIONS:
+            raise InputError(
+                f"geneformer: norm_precision must be one of {', '.join(NORM_PRECISIONS)}"
+            )
+        self.norm_precision = norm_precision
         self.token_dictionary = token_dictionary
         self.medians = medians
         self.names = names
@@ -125,12 +134,22 @@ class GeneformerTokenizer:
         known.eliminate_zeros()
         known.sort_indices()
         rows = np.repeat(np.arange(known.shape[0]), np.diff(known.indptr))
-        # The reference's operations in its order, in float64 (its loom path):
-        # genes whose values differ only in the last bits then rank as there.
-        values = known.data / totals[rows] * TARGET_SUM / mapping.medians[known.indices]
+        # The reference's operations in its order, by default in float64 (its loom path
+        # with float64 `n_counts`): genes whose values differ only in the last bits then
+        # rank as there.
+        values = self._normalise(known.data, totals[rows], mapping.medians[known.indices])
         order = _rank(values, rows, known.indptr)
         ranked = mapping.tokens[known.indices[order]]
         return self._frame(ranked, np.diff(known.indptr))
+
+    def _normalise(self, counts: np.ndarray, totals: np.ndarray, medians: np.ndarray) -> np.ndarray:
+        """count / total * 10,000 / median. In float32 the first two steps round as numpy does
+        for a float32 loom (float32 counts over float32 `n_counts`, times 10,000), and the
+        division by the float64 medians is float64, as there: near-tied genes may swap."""
+        if self.norm_precision == "float32":
+            scaled = counts.astype(np.float32) / totals.astype(np.float32) * np.float32(TARGET_SUM)
+            return scaled.astype(np.float64) / medians
+        return counts / totals * TARGET_SUM / medians
 
     def _frame(self, ranked: np.ndarray, expressed: np.ndarray) -> RaggedTokens:
         """Truncate each cell to the model's input size and add V2's special tokens."""
@@ -208,7 +227,9 @@ class GeneformerEmbedder(TorchEmbedder):
 
     Options: `emb_layer` (-1: penultimate layer, the reference default; 0:
     last layer), `pooling` (mean over gene tokens; `cls`: the `<cls>` token,
-    V2 only), `precision` (autocast on CUDA), `max_tokens` / `max_cells`
+    V2 only), `precision` (autocast on CUDA), `norm_precision` (float64, or
+    float32 to rank as the reference does on a float32 loom without float64
+    `n_counts`), `max_tokens` / `max_cells`
     (batch budget; no effect on the result), and the dictionary paths
     `token_dictionary`, `gene_median_dictionary`, `gene_name_id_dict`.
     """
@@ -232,6 +253,7 @@ class GeneformerEmbedder(TorchEmbedder):
             dictionaries["gene_median_dictionary"],
             dictionaries["gene_name_id_dict"],
             int(model.config.max_position_embeddings),
+            str(settings["norm_precision"]),
         )
         settings = cls._check_settings(settings, model, tokenizer)
         settings.update(
