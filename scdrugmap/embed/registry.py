@@ -200,7 +200,8 @@ MODELS: dict[str, ModelSpec] = {
             "CellPLM: log counts as bags of gene vectors; Flowformer across cell blocks; GMVAE",
             "512",
             "Ensembl IDs (19,374-gene list), or symbols through gene_name_id_dict.pkl",
-            "all listed genes; block_size cells of one sample attend together (4000)",
+            "all listed genes; a sample's cells attend together (whole samples, split past "
+            "a memory bound of about 78,700 cells at the published width)",
             _files(
                 "*.best.ckpt",
                 "*.config.json",
