@@ -27,7 +27,28 @@ from scdrugmap.cli.options import DEVICE_OPTION, store_from
     type=click.FloatRange(min=0, min_open=True),
     default=2048,
     show_default=True,
-    help="Largest file a user may upload.",
+    help="Largest file a user may upload, and the most it may unpack to (gzip, HDF5).",
+)
+@click.option(
+    "--max-line-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=64,
+    show_default=True,
+    help="Longest line of an uploaded table.",
+)
+@click.option(
+    "--max-columns",
+    type=click.IntRange(min=1),
+    default=2_000_000,
+    show_default=True,
+    help="Most columns of an uploaded table (a column per cell when genes are rows).",
+)
+@click.option(
+    "--job-memory-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Memory one job's process may use; past it the job fails alone "
+    "[default: 3/4 of this machine's memory].",
 )
 @click.option(
     "--sql-rows",
@@ -43,6 +64,20 @@ from scdrugmap.cli.options import DEVICE_OPTION, store_from
     show_default=True,
     help="Time limit of one SQL request.",
 )
+@click.option(
+    "--sql-max-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=16,
+    show_default=True,
+    help="Largest answer of one SQL request (measured before it is fetched).",
+)
+@click.option(
+    "--sql-memory-mb",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Memory one SQL request may use in DuckDB (it spills to a temporary folder).",
+)
 @DEVICE_OPTION
 @click.pass_context
 def serve(
@@ -51,8 +86,13 @@ def serve(
     port: int,
     token: str | None,
     max_upload_mb: float,
+    max_line_mb: float,
+    max_columns: int,
+    job_memory_mb: float | None,
     sql_rows: int,
     sql_seconds: float,
+    sql_max_mb: float,
+    sql_memory_mb: int,
     device: str,
 ) -> None:
     """Serve the store over HTTP: a web page and an API (OpenAPI at /api/openapi.json).
@@ -74,8 +114,13 @@ def serve(
         port=port,
         token=token or None,
         max_upload_bytes=int(max_upload_mb * 1024**2),
+        max_line_bytes=int(max_line_mb * 1024**2),
+        max_columns=max_columns,
+        job_memory_bytes=int(job_memory_mb * 1024**2) if job_memory_mb else None,
         sql_max_rows=sql_rows,
         sql_seconds=sql_seconds,
+        sql_max_bytes=int(sql_max_mb * 1024**2),
+        sql_memory_mb=sql_memory_mb,
         device=device,
     ).check()
     store = store_from(ctx)

@@ -28,12 +28,19 @@ Orientation 'auto', first rule that applies:
 Reading: a numpy scanner (textscan) handles the usual well-formed table in
 about a second per 200 million fields; anything else goes through pandas'
 C parser in chunks, which also locates bad values for the error message.
+
+Bounds (`ReadLimits`, source.py): every read goes through `_Bounded`, which
+counts the unpacked bytes and the length of the line being read and stops the
+read the moment either passes its limit; the header's columns are counted in
+its bytes before it is split; the sample takes at most MAX_SAMPLE_FIELDS fields
+and SAMPLE_BYTES bytes; the values read may take at most the memory limit.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,8 +52,16 @@ import pandas as pd
 from scipy import sparse
 
 from scdrugmap.data.genes import gene_id_kinds
-from scdrugmap.data.source import SourceTable, file_error
-from scdrugmap.data.textscan import scan_numeric_table
+from scdrugmap.data.source import (
+    BYTES_PER_VALUE,
+    ReadLimits,
+    SourceTable,
+    as_mib,
+    file_error,
+    limit_error,
+    read_limits,
+)
+from scdrugmap.data.textscan import TooManyValues, scan_numeric_table
 
 ORIENTATIONS = ("auto", "genes-by-cells", "cells-by-genes")
 METADATA_COLUMNS = frozenset(
@@ -75,6 +90,12 @@ NA_TOKENS = frozenset({"", "na", "nan", "n/a", "null", "none", "-nan", "#n/a"})
 # The sample used to decide orientation and metadata columns: about this many fields,
 # and 20 to 1,000 lines.
 SAMPLE_FIELDS = 200_000
+# ...but never more than these, whatever the width of the table (a header of 2 million
+# cells gives a sample of 2 lines).
+MAX_SAMPLE_FIELDS = 4_000_000
+SAMPLE_BYTES = 32 * 1024**2
+# The header is read in pieces of this size, its columns counted in each.
+_HEADER_PIECE = 1 << 20
 PANDAS_CHUNK_FIELDS = 5_000_000
 # pandas compares NA tokens case-sensitively; string columns keep every value as text.
 _NA_VALUES = sorted({v for t in NA_TOKENS for v in (t, t.upper(), t.capitalize())} | {"NaN"})
@@ -89,6 +110,7 @@ class _Layout:
     sample: np.ndarray  # first data lines as text, lines x fields
     non_numeric: np.ndarray  # bool, sample.shape: a value that is neither a number nor NA
     missing: np.ndarray  # bool, sample.shape: an NA token or an empty field
+    complete: bool = False  # the sample holds every data line of the file
 
 
 @dataclass
@@ -130,9 +152,10 @@ def read_delimited(
 
 @contextmanager
 def open_binary(path: Path) -> Iterator[BinaryIO]:
-    """Open plain or gzipped files alike; the magic bytes decide, not the file name."""
+    """Open plain or gzipped files alike; the magic bytes decide, not the file name. The
+    stream refuses to unpack past `read_limits()`."""
     with open(path, "rb") as raw, _decompressed(raw) as stream:
-        yield stream
+        yield _Bounded(stream, path, read_limits())
 
 
 @contextmanager
@@ -142,7 +165,73 @@ def _open_reporting(
     """`open_binary`, with a `report()` telling `progress` the position in the stored file:
     for a gzipped file the compressed bytes read, which is what its size counts."""
     with open(path, "rb") as raw, _decompressed(raw) as stream:
-        yield stream, lambda: progress(raw.tell())
+        yield _Bounded(stream, path, read_limits()), lambda: progress(raw.tell())
+
+
+class _Bounded(io.BufferedIOBase):
+    """A binary stream that stops the read the moment the bytes it unpacked, or the line
+    being read, pass the limits: a small gzip cannot fill memory, whoever reads it (the
+    scanner, pandas, the line counter)."""
+
+    def __init__(self, stream: BinaryIO, path: Path, limits: ReadLimits) -> None:
+        super().__init__()
+        self._stream, self._path, self.limits = stream, path, limits
+        self.unpacked = 0
+        self._lines = 0  # newlines read
+        self._line = 0  # bytes of the line being read, since the last newline
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:  # all of it, a piece at a time, so the limits hold
+            return b"".join(iter(lambda: self.read(_HEADER_PIECE), b""))
+        return self._count(self._stream.read(size))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._count(self._stream.read1(size))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """A line, or the start of one: never more than one byte past the line limit."""
+        room = max(1, self.limits.max_line_bytes - self._line + 1)
+        size = room if size is None or size < 0 else min(size, room)
+        return self._count(self._stream.readline(size))
+
+    def _count(self, chunk: bytes) -> bytes:
+        limits = self.limits
+        self.unpacked += len(chunk)
+        if limits.max_unpacked_bytes is not None and self.unpacked > limits.max_unpacked_bytes:
+            raise limit_error(
+                self._path,
+                f"it unpacks to more than the limit of {as_mib(limits.max_unpacked_bytes)}",
+                limits,
+                "max_unpacked_bytes",
+            )
+        last = chunk.rfind(b"\n")
+        if last < 0:
+            self._line += len(chunk)
+            self._check_line(self._line, self._lines)
+            return chunk
+        self._check_line(self._line + chunk.find(b"\n"), self._lines)
+        if len(chunk) > limits.max_line_bytes:
+            newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == ord("\n"))
+            gaps = np.diff(newlines) - 1
+            if len(gaps) and gaps.max() > limits.max_line_bytes:
+                longest = int(np.argmax(gaps))
+                self._check_line(int(gaps[longest]), self._lines + longest + 1)
+        self._lines += chunk.count(b"\n")
+        self._line = len(chunk) - last - 1
+        return chunk
+
+    def _check_line(self, length: int, newlines_before: int) -> None:
+        if length > self.limits.max_line_bytes:
+            raise limit_error(
+                self._path,
+                f"line {newlines_before + 1:,} is longer than the limit of "
+                f"{as_mib(self.limits.max_line_bytes)}",
+                self.limits,
+                "max_line_bytes",
+            )
 
 
 @contextmanager
@@ -162,15 +251,15 @@ def _unheard(position: int) -> None:
 
 def _read_layout(path: Path) -> _Layout:
     with open_binary(path) as stream:
-        first = stream.readline()
+        first = _read_header(stream, path)
         if not first.strip():
             problem = "the file is empty" if not stream.read(1) else "the first line is blank"
             raise file_error(path, problem, "give a table whose first line is the header")
         text = first.decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
         sep = "\t" if text.count("\t") >= text.count(",") else ","
-        header = [h.strip() for h in next(csv.reader([text], delimiter=sep))]
-        sample_bytes = b"".join(stream.readline() for _ in range(_sample_lines(len(header))))
-    rows = [r for r in csv.reader(sample_bytes.decode("utf-8").splitlines(), delimiter=sep) if r]
+        header = [h.strip() for h in _split(path, sep, [text])[0]]
+        lines, complete = _read_sample(stream, _sample_lines(len(header)))
+    rows = [r for r in _split(path, sep, b"".join(lines).decode("utf-8").splitlines()) if r]
     widths = np.array([len(r) for r in rows], dtype=np.int64)
     if len(rows) and np.all(widths == len(header) + 1):
         header = ["", *header]
@@ -182,11 +271,53 @@ def _read_layout(path: Path) -> _Layout:
             f"make every line hold the same number of {_sep_name(sep)}-separated fields",
         )
     sample = np.array(rows, dtype=object).reshape(len(rows), len(header))
-    return _Layout(sep, header, sample, *_classify_text(sample))
+    return _Layout(sep, header, sample, *_classify_text(sample), complete=complete)
+
+
+def _read_header(stream: _Bounded, path: Path) -> bytes:
+    """The first line, its columns counted piece by piece before it is held whole, so a
+    header millions of columns wide is refused after a few megabytes."""
+    limits = stream.limits
+    pieces, tabs, commas = [], 0, 0
+    while True:
+        piece = stream.readline(_HEADER_PIECE)
+        tabs, commas = tabs + piece.count(b"\t"), commas + piece.count(b",")
+        if max(tabs, commas) >= limits.max_columns:
+            raise limit_error(
+                path,
+                f"the header has more than the limit of {limits.max_columns:,} columns",
+                limits,
+                "max_columns",
+            )
+        pieces.append(piece)
+        if not piece or piece.endswith(b"\n"):
+            return b"".join(pieces)
+
+
+def _read_sample(stream: BinaryIO, n_lines: int) -> tuple[list[bytes], bool]:
+    """Up to `n_lines` data lines (fewer once SAMPLE_BYTES are read), and whether they are
+    all the file holds."""
+    lines, size = [], 0
+    while len(lines) < n_lines and size <= SAMPLE_BYTES:
+        line = stream.readline()
+        if not line:
+            return lines, True
+        lines.append(line)
+        size += len(line)
+    return lines, False
+
+
+def _split(path: Path, sep: str, lines: list[str]) -> list[list[str]]:
+    """Lines as fields; a field past the csv module's size limit is a malformed table."""
+    try:
+        return list(csv.reader(lines, delimiter=sep))
+    except csv.Error as err:
+        raise _malformed(path, sep, err) from None
 
 
 def _sample_lines(n_fields: int) -> int:
-    return max(20, min(1000, SAMPLE_FIELDS // n_fields))
+    wanted = max(20, min(1000, SAMPLE_FIELDS // n_fields))
+    return max(1, min(wanted, MAX_SAMPLE_FIELDS // n_fields))
 
 
 def _malformed(path: Path, sep: str, err: Exception):
@@ -249,7 +380,7 @@ def _are_row_numbers(names: list[str]) -> bool:
 
 def _count_lines(path: Path, layout: _Layout) -> int:
     """Data lines in the file; only needed when the names do not tell the orientation."""
-    if len(layout.sample) < _sample_lines(len(layout.header)):
+    if layout.complete:
         return len(layout.sample)
     with open_binary(path) as stream:
         n = sum(block.count(b"\n") for block in iter(lambda: stream.read(1 << 24), b""))
@@ -299,16 +430,26 @@ def _read_body(
     progress: Callable[[int], None],
 ) -> _Body:
     string_cols = [0, *meta_cols]
+    limits = read_limits()
     with _open_reporting(path, progress) as (stream, report):
         stream.readline()
-        scanned = scan_numeric_table(
-            stream, layout.sep, len(layout.header), string_cols, on_block=report
-        )
+        try:
+            scanned = scan_numeric_table(
+                stream,
+                layout.sep,
+                len(layout.header),
+                string_cols,
+                on_block=report,
+                max_values=limits.memory_bytes // BYTES_PER_VALUE,
+            )
+        except TooManyValues as err:
+            raise _too_many_values(path, err.n_values, limits) from None
     if scanned is None:
         return _read_body_pandas(path, layout, string_cols, numeric_cols, progress)
-    position = np.searchsorted(numeric_cols, scanned.columns)
+    position = np.full(len(layout.header), -1, dtype=np.int32)
+    position[numeric_cols] = np.arange(len(numeric_cols), dtype=np.int32)
     matrix = sparse.csr_matrix(
-        (scanned.values, (scanned.lines, position)),
+        (scanned.values, position[scanned.columns], scanned.indptr),
         shape=(scanned.n_lines, len(numeric_cols)),
         dtype=np.float32,
     )
@@ -327,6 +468,7 @@ def _read_body_pandas(
     n_fields = len(layout.header)
     dtypes = {c: str for c in string_cols} | {int(c): np.float32 for c in numeric_cols}
     names, meta, blocks = [], {c: [] for c in string_cols[1:]}, []
+    limits, n_values = read_limits(), 0
     try:
         with _open_reporting(path, progress) as (stream, report):
             chunks = pd.read_csv(
@@ -347,6 +489,9 @@ def _read_body_pandas(
                     meta[c].append(chunk[c].fillna("").to_numpy(dtype=object))
                 values = chunk[numeric_cols].to_numpy(dtype=np.float32)
                 blocks.append(sparse.csr_matrix(values))
+                n_values += blocks[-1].nnz
+                if n_values * BYTES_PER_VALUE > limits.memory_bytes:
+                    raise _too_many_values(path, n_values, limits)
                 report()
     except pd.errors.ParserError as err:
         raise _malformed(path, layout.sep, err) from None
@@ -360,6 +505,20 @@ def _read_body_pandas(
         np.concatenate(names),
         {c: np.concatenate(v) for c, v in meta.items()},
         sparse.vstack(blocks, format="csr", dtype=np.float32),
+    )
+
+
+def _too_many_values(path: Path, n_values: int, limits: ReadLimits):
+    where = (
+        "this machine's memory"
+        if limits.max_unpacked_bytes is None
+        else f"the limit of {as_mib(limits.max_unpacked_bytes)}"
+    )
+    return limit_error(
+        path,
+        f"its non-zero values (more than {n_values:,}) need more memory than {where}",
+        limits,
+        "max_unpacked_bytes",
     )
 
 

@@ -5,7 +5,9 @@ matrix directory, `.h5ad` is AnnData, `.h5`/`.hdf5` is a Cell Ranger HDF5
 file, and `.tsv`/`.txt`/`.csv` (optionally `.gz`) is a delimited table.
 Readers return the file's values unchanged (as float32); judging them
 (NaN, negatives, integers, duplicates) is validate.py's job, so every format
-gets the same checks and the same messages.
+gets the same checks and the same messages. Every reader works within
+`read_limits()` (source.py): what a small file may unpack to is bounded before
+it is allocated.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from scipy import sparse
 
 from scdrugmap.data.delimited import ORIENTATIONS, read_delimited
 from scdrugmap.data.source import SourceTable, file_error
-from scdrugmap.data.tenx import read_10x_dir, read_10x_h5
+from scdrugmap.data.tenx import check_hdf5_size, read_10x_dir, read_10x_h5
 from scdrugmap.errors import InputError
 
 __all__ = ["ORIENTATIONS", "SourceTable", "check_readable", "detect_format", "read_matrix_file"]
@@ -147,9 +149,13 @@ def _read(
 
 
 def _read_h5ad(path: Path) -> SourceTable:
-    """`.X`, or `layers['counts']` when present (then .X is usually normalised)."""
+    """`.X`, or `layers['counts']` when present (then .X is usually normalised). anndata
+    reads every array the file holds, so all of them count against the memory limit."""
     import anndata
+    import h5py
 
+    with h5py.File(path, "r") as h5:
+        check_hdf5_size(path, h5)
     adata = anndata.read_h5ad(path)
     matrix = adata.layers.get("counts", adata.X)
     if matrix is None:

@@ -6,6 +6,11 @@ the symbols repeat (they do in every human reference, e.g. TBCE), then the
 Ensembl IDs, because a data set's gene names must be unique. Only 'Gene
 Expression' features are kept when the file says which features are which
 (antibody capture and CRISPR guides are not genes).
+
+Before anything is allocated, the memory the matrix will take is judged from
+what the file declares (an HDF5 file's dataset shapes, matrix.mtx's size line),
+because a file of unwritten HDF5 chunks or a one-line .mtx can declare billions
+of entries in a few kilobytes.
 """
 
 from __future__ import annotations
@@ -18,9 +23,26 @@ import pandas as pd
 from scipy import io as spio
 from scipy import sparse
 
-from scdrugmap.data.source import SourceTable, empty_obs, file_error
+from scdrugmap.data.delimited import open_binary
+from scdrugmap.data.source import (
+    SourceTable,
+    as_mib,
+    empty_obs,
+    file_error,
+    limit_error,
+    memory_problem,
+    read_limits,
+)
 
 GENE_EXPRESSION = "Gene Expression"
+# What a string takes once read: a Python object of at least this many bytes.
+STRING_BYTES = 64
+# matrix.mtx entries once read: a row, a column and a value of 8 bytes each.
+MTX_ENTRY_BYTES = 24
+# Deflate packs at most about 1,000 to 1; an HDF5 file declaring more than that (and more
+# than HDF5_RATIO_FLOOR in all) holds unwritten chunks, which read as zeros: a bomb.
+MAX_HDF5_RATIO = 1000
+HDF5_RATIO_FLOOR = 256 * 1024**2
 
 
 def read_10x_dir(path: Path) -> SourceTable:
@@ -31,8 +53,8 @@ def read_10x_dir(path: Path) -> SourceTable:
     matrix_file = _one_file(path, "matrix.mtx")
     features_file = _one_file(path, "features.tsv", "genes.tsv")
     barcodes_file = _one_file(path, "barcodes.tsv")
-    features = pd.read_csv(features_file, sep="\t", header=None, dtype=str, na_filter=False)
-    barcodes = pd.read_csv(barcodes_file, sep="\t", header=None, dtype=str, na_filter=False)
+    _check_mtx_size(matrix_file)
+    features, barcodes = _read_names(features_file), _read_names(barcodes_file)
     matrix = spio.mmread(matrix_file)
     if matrix.shape != (len(features), len(barcodes)):
         raise file_error(
@@ -48,9 +70,70 @@ def read_10x_dir(path: Path) -> SourceTable:
     return _table(path, counts, ids, names, types, barcodes[0].to_numpy(dtype=object))
 
 
+def _read_names(path: Path) -> pd.DataFrame:
+    with open_binary(path) as stream:
+        return pd.read_csv(stream, sep="\t", header=None, dtype=str, na_filter=False)
+
+
+def _check_mtx_size(path: Path) -> None:
+    """Refuse a matrix.mtx whose size line declares more entries than memory allows."""
+    with open_binary(path) as stream:
+        line = stream.readline()
+        while line.startswith(b"%"):
+            line = stream.readline()
+    sizes = line.split()
+    if len(sizes) != 3 or not all(s.isdigit() for s in sizes):
+        return  # not a coordinate size line: scipy says what is wrong with it
+    n_rows, n_columns, n_entries = (int(s) for s in sizes)
+    limits = read_limits()
+    problem = memory_problem(n_entries * MTX_ENTRY_BYTES + 8 * (n_columns + 1), limits)
+    if problem:
+        raise limit_error(
+            path,
+            f"it declares {n_entries:,} entries ({n_rows:,} x {n_columns:,}): {problem}",
+            limits,
+            "max_unpacked_bytes",
+        )
+
+
+def hdf5_bytes(h5: h5py.File) -> tuple[int, int]:
+    """(the memory an HDF5 file's datasets take once read, from their shapes alone; the
+    bytes the file stores for them)."""
+    total = stored = 0
+
+    def add(name: str, item) -> None:
+        nonlocal total, stored
+        if isinstance(item, h5py.Dataset):
+            kind = item.dtype.kind
+            each = item.dtype.itemsize + STRING_BYTES if kind in "OSUV" else item.dtype.itemsize
+            total += (item.size or 0) * each
+            stored += item.id.get_storage_size()
+
+    h5.visititems(add)
+    return total, stored
+
+
+def check_hdf5_size(path: Path, h5: h5py.File) -> None:
+    """Refuse an HDF5 file (.h5ad, 10x .h5) whose datasets need more memory than allowed,
+    or that declares far more data than it stores, before any of it is read."""
+    limits = read_limits()
+    needed, stored = hdf5_bytes(h5)
+    problem = memory_problem(needed, limits)
+    if problem is None and needed > max(HDF5_RATIO_FLOOR, MAX_HDF5_RATIO * stored):
+        raise file_error(
+            path,
+            f"its arrays need {as_mib(needed)} once read but it stores only {as_mib(stored)} "
+            "of them (chunks never written, which read as zeros)",
+            "write the file again with its data in full",
+        )
+    if problem:
+        raise limit_error(path, problem, limits, "max_unpacked_bytes")
+
+
 def read_10x_h5(path: Path) -> SourceTable:
     """Cell Ranger v3+ (`matrix/...`, `features/...`) or v2 (`<genome>/...`) HDF5."""
     with h5py.File(path, "r") as h5:
+        check_hdf5_size(path, h5)
         if "matrix" in h5:
             group = h5["matrix"]
             features = group["features"]

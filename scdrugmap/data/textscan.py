@@ -20,6 +20,11 @@ of fields, no empty field, every value column parseable by numpy as a float.
 Anything else (quotes around numbers, NA tokens, ragged lines) makes it
 return None, and the caller uses pandas, which handles the general case and
 locates errors precisely.
+
+Memory: a block's work arrays are a few tens of times its bytes (the stream
+being read bounds a line's length), numbers are parsed GATHER_CELLS bytes of
+text at a time, each block's values are kept as CSR (8 bytes a value: a float32
+and an int32 column), and a caller may bound the values kept (`max_values`).
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
-BLOCK_BYTES = 1 << 24
+BLOCK_BYTES = 1 << 21
 # Longest numeric field the scanner gathers; "-1.2345678901234567e-05" is 23.
 MAX_NUMBER_WIDTH = 40
 # Whole numbers up to this many digits are parsed by arithmetic instead (fits int64).
 MAX_INTEGER_WIDTH = 18
+# Fields are gathered into a (fields x width) matrix at most this many cells at a time;
+# string fields beyond it are cut out one by one.
+GATHER_CELLS = 1 << 22
 _NEWLINE = 10
 _ZERO = ord("0")
 
@@ -45,14 +53,27 @@ class ScannedTable:
     """Non-zero numeric fields as coordinates, plus the text of the string columns."""
 
     n_lines: int
-    lines: np.ndarray  # int64 line number (0-based, header excluded) of each non-zero value
-    columns: np.ndarray  # int64 column (field) number of each non-zero value
+    indptr: np.ndarray  # int64, n_lines + 1: line i's values are [indptr[i], indptr[i + 1])
+    columns: np.ndarray  # int32 column (field) number of each non-zero value, line by line
     values: np.ndarray  # float32
     strings: dict[int, np.ndarray]  # column number -> str array, one per line
+
+    @property
+    def lines(self) -> np.ndarray:
+        """The line number (0-based, header excluded) of each non-zero value."""
+        return np.repeat(np.arange(self.n_lines), np.diff(self.indptr))
 
 
 class _NotSimple(Exception):
     """The block is not in the simple form; the caller falls back to pandas."""
+
+
+class TooManyValues(Exception):
+    """The table holds more non-zero values than the caller allows."""
+
+    def __init__(self, n_values: int) -> None:
+        super().__init__(f"more than {n_values:,} non-zero values")
+        self.n_values = n_values
 
 
 def scan_numeric_table(
@@ -61,14 +82,16 @@ def scan_numeric_table(
     n_fields: int,
     string_columns: Sequence[int],
     on_block: Callable[[], None] = lambda: None,
+    max_values: int | None = None,
 ) -> ScannedTable | None:
     """Scan the rest of `stream` (after the header); None when it is not in the simple form.
-    `on_block()` after each block, so a caller can tell how far reading has got."""
+    `on_block()` after each block, so a caller can tell how far reading has got; more than
+    `max_values` non-zero values raise TooManyValues."""
     sep_byte = ord(sep)
     string_cols = np.asarray(sorted(set(string_columns)), dtype=np.int64)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     strings: dict[int, list[np.ndarray]] = {int(c): [] for c in string_cols}
-    n_lines = 0
+    n_lines = n_values = 0
     for block in _line_blocks(stream):
         try:
             lines, cols, values, block_strings, block_lines = _scan_block(
@@ -76,7 +99,11 @@ def scan_numeric_table(
             )
         except _NotSimple:
             return None
-        parts.append((lines + n_lines, cols, values))
+        per_line = np.bincount(lines, minlength=block_lines)
+        parts.append((per_line, cols.astype(np.int32), values))
+        n_values += len(values)
+        if max_values is not None and n_values > max_values:
+            raise TooManyValues(max_values)
         for col, texts in block_strings.items():
             strings[col].append(texts)
         n_lines += block_lines
@@ -85,10 +112,12 @@ def scan_numeric_table(
     def joined(index: int, dtype: type) -> np.ndarray:
         return np.concatenate([p[index] for p in parts]) if parts else np.empty(0, dtype)
 
+    indptr = np.zeros(n_lines + 1, dtype=np.int64)
+    np.cumsum(joined(0, np.int64), out=indptr[1:])
     return ScannedTable(
         n_lines=n_lines,
-        lines=joined(0, np.int64),
-        columns=joined(1, np.int64),
+        indptr=indptr,
+        columns=joined(1, np.int32),
         values=joined(2, np.float32),
         strings={
             c: np.concatenate(t) if t else np.empty(0, dtype=object) for c, t in strings.items()
@@ -187,6 +216,18 @@ def _parse_floats(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
         return np.empty(0, dtype=np.float32)
     if lengths.max() > MAX_NUMBER_WIDTH:
         raise _NotSimple
+    step = max(1, GATHER_CELLS // int(lengths.max()))
+    if len(starts) <= step:
+        return _parse_some_floats(a, starts, lengths)
+    return np.concatenate(
+        [
+            _parse_some_floats(a, starts[i : i + step], lengths[i : i + step])
+            for i in range(0, len(starts), step)
+        ]
+    )
+
+
+def _parse_some_floats(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     text = _gather(a, starts, lengths)
     if lengths.max() <= MAX_INTEGER_WIDTH:
         digits = text.astype(np.int64) - _ZERO
@@ -214,9 +255,12 @@ def _string_column(
 ) -> np.ndarray:
     """One string column; fields the scanner skipped as boring are the text '0'."""
     out = np.full(n_lines, "0", dtype=object)
-    texts = pd.Series(
-        np.char.decode(_as_bytes(_gather(a, starts[in_column], lengths[in_column])), "utf-8")
-    )
+    starts, lengths = starts[in_column], lengths[in_column]
+    if len(starts) * int(lengths.max(initial=1)) <= GATHER_CELLS:
+        texts = pd.Series(np.char.decode(_as_bytes(_gather(a, starts, lengths)), "utf-8"))
+    else:  # a long name among many: a matrix as wide as it, one row per name, would not fit
+        raw = a.tobytes()
+        texts = pd.Series([raw[s : s + n].decode("utf-8") for s, n in zip(starts, lengths)])
     # R's write.table quotes names (never numbers), so only string columns need unquoting.
     quoted = texts.str.match(r'^".*"$')
     texts[quoted] = texts[quoted].str[1:-1]

@@ -41,7 +41,9 @@ def create_app(store, settings: ServeSettings) -> FastAPI:
     from scdrugmap.version import __version__
 
     work_dir = store.path / WORK_FOLDER
-    jobs = JobQueue(store, work_dir, settings.device)
+    jobs = JobQueue(
+        store, work_dir, settings.device, settings.read_limits(), settings.job_memory_bytes
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from scdrugmap.serve.frames import FigureFormat, figure_response, records
 from scdrugmap.serve.predictor_figures import PREDICTOR_FIGURES, figure_list, predictor_figure
+from scdrugmap.store.sql import SqlLimits
 from scdrugmap.store.storage import check_key
 from scdrugmap.workflows.catalog import shared_cells_by_dataset
 from scdrugmap.workflows.predict import read_predictor_record
@@ -98,7 +99,12 @@ def sql(request: Request, body: SqlRequest) -> dict:
     store = _store(request)
     settings = request.app.state.settings
     limit = min(body.limit or settings.sql_max_rows, settings.sql_max_rows)
-    frame = store.sql(body.query, limit + 1, settings.sql_seconds)
+    limits = SqlLimits(
+        seconds=settings.sql_seconds,
+        memory_mb=settings.sql_memory_mb,
+        max_bytes=settings.sql_max_bytes,
+    )
+    frame = store.sql(body.query, limit + 1, limits=limits)
     truncated = len(frame) > limit
     frame = frame.iloc[:limit]
     return {

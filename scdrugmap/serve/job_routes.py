@@ -14,7 +14,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from scdrugmap.data.obs_columns import read_cell_columns
+from scdrugmap.data.obs_columns import CellColumns, read_cell_columns
+from scdrugmap.data.source import limited_reading
 from scdrugmap.errors import InputError, ScdrugmapError
 from scdrugmap.serve.frames import FigureFormat, figure_response, records
 from scdrugmap.serve.job_outputs import FIGURES, JobOutputs
@@ -103,7 +104,7 @@ async def upload_cells(
     upload_id, path = staged.new_path(safe_filename(filename))
     try:
         size = await receive(request, path, request.app.state.settings.max_upload_bytes)
-        cells = await run_in_threadpool(read_cell_columns, path)
+        cells = await run_in_threadpool(_cell_columns, path, _jobs(request))
     except ScdrugmapError as error:
         staged.discard(upload_id)
         raise _as_uploaded(error, path.parent) from None
@@ -113,6 +114,12 @@ async def upload_cells(
     upload = StagedUpload(upload_id, path.name, size, cells)
     staged.add(upload)
     return upload.public()
+
+
+def _cell_columns(path: FilePath, queue: JobQueue) -> CellColumns:
+    """The upload's per-cell columns, read within the server's limits (in this thread)."""
+    with limited_reading(queue.limits):
+        return read_cell_columns(path)
 
 
 @router.delete(

@@ -10,22 +10,34 @@ stage it failed in.
 
 A file may also be uploaded before its job (`StagedUploads`), so the page can
 ask which per-cell column names the samples; the job then takes that file.
+
+Each job runs in a process of its own, forked from a server process that has
+imported the prediction code once (multiprocessing's forkserver, so starting a
+job costs milliseconds), with its memory capped (`RLIMIT_DATA`, `--job-memory-mb`):
+a file that passes the read limits and still needs more memory than the cap
+fails its job alone, with a one-line message, and the server goes on. The job
+process writes the data set, the embedding and the job's outputs itself, and
+reports progress and its end through a pipe.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import re
 import secrets
 import shutil
+import sys
 import threading
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scdrugmap.data.prepare import file_stem
-from scdrugmap.errors import ScdrugmapError
+from scdrugmap.data.source import ReadLimits, as_mib, limited_reading, physical_memory
+from scdrugmap.errors import InputError, ScdrugmapError
 from scdrugmap.progress import progress_to
 from scdrugmap.provenance import utc_now
 from scdrugmap.serve.job_outputs import JobOutputs, write_outputs
@@ -36,6 +48,23 @@ log = logging.getLogger("scdrugmap.serve")
 
 RECORD = "job.json"
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
+# A job's process may take this share of the machine's memory unless told otherwise.
+JOB_MEMORY_SHARE = 0.75
+_POLL_SECONDS = 0.1
+_PR_SET_PDEATHSIG = 1
+# What job processes import once in the process they are forked from, besides this module
+# and the store's class: what a prediction imports only when it runs (reading, writing a
+# data set, the figures), so that a job starts in milliseconds instead of seconds.
+_PRELOAD = (
+    "scdrugmap.data.prepare",
+    "scdrugmap.store.ingest",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.figure",
+)
+
+
+class JobProcessError(Exception):
+    """A job's process failed for a reason that is not the user's (or died)."""
 
 
 @dataclass
@@ -113,10 +142,21 @@ class Job:
 class JobQueue:
     """The server's jobs, by id, and the one worker thread that runs them."""
 
-    def __init__(self, store, work_dir: Path, device: str) -> None:
+    def __init__(
+        self,
+        store,
+        work_dir: Path,
+        device: str,
+        limits: ReadLimits | None = None,
+        job_memory_bytes: int | None = None,
+    ) -> None:
         self.store = store
         self.work_dir = work_dir
         self.device = device
+        # What an uploaded file may unpack to (the server's options).
+        self.limits = limits or ReadLimits()
+        self.job_memory_bytes = job_memory_bytes or int(JOB_MEMORY_SHARE * physical_memory())
+        self._context = _job_context([__name__, type(store).__module__, *_PRELOAD])
         self._jobs: dict[str, Job] = self._finished_before()
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scdrugmap-job")
@@ -192,28 +232,11 @@ class JobQueue:
                 self.discard(job)
         self.staged.clear()
 
-    def _progress(self, job: Job):
-        def listen(description: str, done: int, total: int, status: str) -> None:
-            job.stage, job.done, job.total = description, done, total
-
-        return listen
-
     def _run(self, job: Job) -> None:
         upload = self.upload_path(job)
         job.state, job.stage = "running", "reading and checking the file"
         try:
-            with progress_to(self._progress(job)):
-                result = predict(
-                    self.store,
-                    job.predictor,
-                    [upload],
-                    dataset_id=job.dataset_id,
-                    samples=_samples(job),
-                    sample_column=job.sample_column,
-                    device=self.device,
-                )
-            job.stage = "drawing the map and histograms"
-            outputs = write_outputs(result, self.output_dir(job))
+            outputs = self._run_in_process(job, upload)
         except BaseException as error:
             self._remove(upload.parent)
             self._fail(job, error)
@@ -224,10 +247,76 @@ class JobQueue:
         (outputs.folder / RECORD).write_text(json.dumps(job.record()))
         job.state, job.stage = "done", "done"
 
+    def _run_in_process(self, job: Job, upload: Path) -> JobOutputs:
+        """Run the job in a process of its own, following its progress; its outputs, or
+        the error it ended with."""
+        context = self._context
+        receiver, sender = context.Pipe(duplex=False)
+        task = {
+            "store_class": type(self.store),
+            "store": str(self.store.path),
+            "predictor": job.predictor,
+            "upload": str(upload),
+            "dataset_id": job.dataset_id,
+            "samples": _samples(job),
+            "sample_column": job.sample_column,
+            "device": self.device,
+            "output_dir": str(self.output_dir(job)),
+        }
+        process = context.Process(
+            target=_job_process,
+            args=(task, self.limits, self.job_memory_bytes, sender),
+            name=f"scdrugmap-job-{job.id}",
+            daemon=True,
+        )
+        process.start()
+        sender.close()
+        try:
+            end = self._follow(job, process, receiver)
+        finally:
+            receiver.close()
+            process.join()
+        kind, *details = end
+        if kind == "done":
+            return JobOutputs(self.output_dir(job), *details)
+        if kind == "error":
+            raise ScdrugmapError(details[0])
+        if kind == "memory":
+            raise InputError(
+                f"{job.filename}: reading and predicting it needed more than the "
+                f"{as_mib(self.job_memory_bytes)} a job may use; subset the cells, or start "
+                "the server with a larger --job-memory-mb"
+            )
+        if kind == "internal":
+            log.error("job %s failed in its process:\n%s", job.id, details[1])
+            raise JobProcessError(details[0])
+        code = process.exitcode
+        why = " (killed, most likely for memory)" if code == -9 else ""
+        raise JobProcessError(f"the job's process ended with exit code {code}{why}")
+
+    def _follow(self, job: Job, process, receiver) -> tuple:
+        """Progress messages until the last one; ('died',) when the process ended without."""
+        while True:
+            if receiver.poll(_POLL_SECONDS):
+                try:
+                    message = receiver.recv()
+                except EOFError:
+                    return ("died",)
+                if message[0] == "progress":
+                    job.stage, job.done, job.total = message[1:]
+                elif message[0] == "stage":
+                    job.stage = message[1]
+                else:
+                    return message
+            elif not process.is_alive() and not receiver.poll(0):
+                return ("died",)
+
     def _fail(self, job: Job, error: BaseException) -> None:
         if isinstance(error, ScdrugmapError):
             # The message names the file as the user gave it, not where the server kept it.
             job.error = str(error).replace(f"{self.upload_path(job).parent}/", "")
+        elif isinstance(error, JobProcessError):
+            job.error = f"internal error ({error}); see the server log"
         else:
             log.exception("job %s failed", job.id)
             job.error = f"internal error ({type(error).__name__}: {error}); see the server log"
@@ -238,6 +327,81 @@ class JobQueue:
         job.state = "failed"  # the stage stays the one it failed in
         if not isinstance(error, Exception):
             raise error
+
+
+def _job_context(preload: list[str]):
+    """Job processes forked from a process that imported `preload` once (forkserver),
+    where the system has it; else started afresh."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(preload)
+    # Its imports take seconds: begun now, in the background, not by the first job.
+    threading.Thread(target=forkserver.ensure_running, daemon=True).start()
+    return context
+
+
+def _job_process(task: dict, limits: ReadLimits, memory_bytes: int, sender) -> None:
+    """A job's process: cap its memory, predict, write the outputs, say how it ended."""
+    _die_with_parent()
+    _cap_memory(memory_bytes)
+
+    def listen(description: str, done: int, total: int, status: str) -> None:
+        sender.send(("progress", description, done, total))
+
+    try:
+        store = task["store_class"](task["store"])
+        with progress_to(listen), limited_reading(limits):
+            result = predict(
+                store,
+                task["predictor"],
+                [Path(task["upload"])],
+                dataset_id=task["dataset_id"],
+                samples=task["samples"],
+                sample_column=task["sample_column"],
+                device=task["device"],
+            )
+        sender.send(("stage", "drawing the map and histograms"))
+        outputs = write_outputs(result, Path(task["output_dir"]))
+        end = ("done", outputs.n_cells, outputs.n_samples)
+        end += (outputs.gene_coverage, outputs.coverage_basis)
+    except ScdrugmapError as error:
+        end = ("error", str(error))
+    except MemoryError:
+        end = ("memory",)
+    except BaseException as error:
+        end = ("internal", f"{type(error).__name__}: {error}", traceback.format_exc())
+    sender.send(end)
+    sender.close()
+
+
+def _die_with_parent() -> None:
+    """On Linux, end with the process this one was forked from (the forkserver, which ends
+    with the server), so a server that was killed leaves no job writing to its store."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        log.warning("a job of this server may outlive it")
+
+
+def _cap_memory(memory_bytes: int) -> None:
+    """Let this process allocate at most `memory_bytes` (an allocation past it raises
+    MemoryError); where the system cannot, the job runs uncapped."""
+    try:
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+        cap = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
+    except (ImportError, AttributeError, ValueError, OSError):
+        log.warning("job memory cap of %s not set on this system", as_mib(memory_bytes))
 
 
 def _samples(job: Job) -> list[str]:
