@@ -126,7 +126,9 @@ def test_tgpt_equals_the_store_path(cells, real_data: Path, tmp_path: Path) -> N
     exported, failures = store_export(tmp_path / "via-store", counts, genes, "tgpt", **options)
     adata = scdrugmap.embed_anndata(pc9_anndata(counts, genes), model="tgpt", **options)
     assert adata.obsm["X_tgpt"].shape == (120, 64)
-    np.testing.assert_allclose(adata.obsm["X_tgpt"], exported.obsm["X_tgpt"], rtol=0, atol=1e-6)
+    # DESIGN.md's tolerance: float32 sums in torch differ with its thread count, which earlier
+    # tests in one process can change (6.8e-6 seen in the full suite, 0 alone).
+    np.testing.assert_allclose(adata.obsm["X_tgpt"], exported.obsm["X_tgpt"], rtol=0, atol=1e-5)
     np.testing.assert_array_equal(adata.obs["coverage_tgpt"], exported.obs["coverage_tgpt"])
     assert (adata.obs["tgpt_failure"] != "").sum() == len(failures)
 
