@@ -40,8 +40,9 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
-def _finalise(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, in place: a bijection of uint64 that scrambles every bit."""
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, in place on a uint64 array: a bijection that scrambles every
+    bit. Cell hashes here and the per-cell random numbers of embed/cell_random.py use it."""
     x ^= x >> np.uint64(30)
     x *= _MIX1
     x ^= x >> np.uint64(27)
@@ -84,7 +85,7 @@ def content_hashes(counts: sparse.csr_matrix, genes: Sequence[str]) -> np.ndarra
     for lane in range(2):
         words = keys[:, lane][indices]
         words += bits * _VALUE_MULTIPLIERS[lane]  # distinct values of one gene never meet
-        _finalise(words)
+        splitmix64(words)
         words[~expressed] = 0
         # Row sums modulo 2^64 from one running sum: uint64 arithmetic wraps, so the
         # difference of two prefix sums is the row's sum even after overflow, and empty
@@ -95,7 +96,7 @@ def content_hashes(counts: sparse.csr_matrix, genes: Sequence[str]) -> np.ndarra
         # sum's linearity, so a collision needs equal counts and a 64-bit coincidence.
         sums += n_expressed.astype(np.uint64) * _COUNT_MULTIPLIERS[lane]
         sums += _LANE_SEEDS[lane]
-        lanes.append(_finalise(sums))
+        lanes.append(splitmix64(sums))
     return _hex(np.stack(lanes, axis=1).reshape(n_cells, 2))
 
 

@@ -12,20 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_2 = np.uint64(0x94D049BB133111EB)
+from scdrugmap.data.content_hash import splitmix64
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def mix(values: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a fixed, well-spread hash of 64-bit integers."""
-    z = values.astype(np.uint64, copy=True)
-    z ^= z >> np.uint64(30)
-    z *= _MIX_1
-    z ^= z >> np.uint64(27)
-    z *= _MIX_2
-    z ^= z >> np.uint64(31)
-    return z
 
 
 def uniform(bits: np.ndarray) -> np.ndarray:
@@ -50,15 +39,15 @@ class CellGenes:
 def cell_seeds(genes: CellGenes, seed: int) -> np.ndarray:
     """One 64-bit seed per cell from its genes and values, whatever their order or company."""
     value_bits = genes.values.astype(np.float32).view(np.uint32).astype(np.uint64)
-    per_gene = mix(genes.tokens.astype(np.uint64) * _GOLDEN ^ value_bits)
+    per_gene = splitmix64(genes.tokens.astype(np.uint64) * _GOLDEN ^ value_bits)
     sums = np.zeros(len(genes.counts), dtype=np.uint64)
     np.add.at(sums, genes.cells, per_gene)
-    return mix(sums ^ mix(np.full(len(sums), seed, dtype=np.uint64)))
+    return splitmix64(sums ^ splitmix64(np.full(len(sums), seed, dtype=np.uint64)))
 
 
 def keyed_draws(seeds: np.ndarray, keys: np.ndarray, stream: np.uint64) -> np.ndarray:
     """A 64-bit hash per (cell seed, key): the random numbers of one named use."""
-    return mix(seeds ^ mix(keys.astype(np.uint64) + stream))
+    return splitmix64(seeds ^ splitmix64(keys.astype(np.uint64) + stream))
 
 
 def gene_draws(genes: CellGenes, seeds: np.ndarray, stream: np.uint64) -> np.ndarray:
