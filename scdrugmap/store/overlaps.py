@@ -7,7 +7,8 @@ from pathlib import Path
 
 from scdrugmap.store.catalog import connect
 
-_HAS_VIEW = "SELECT count(*) FROM duckdb_views() WHERE view_name = 'shared_cells'"
+# Stores from before content hashes lack the view until a write upgrades them.
+HAS_SHARED_CELLS_VIEW = "SELECT count(*) FROM duckdb_views() WHERE view_name = 'shared_cells'"
 
 _SHARED = """
 SELECT other_dataset_id, n_shared, n_conflicting FROM shared_cells
@@ -35,7 +36,7 @@ def dataset_overlaps(catalog: Path, dataset_id: str) -> dict:
     `n_duplicates_conflicting` (its cells whose content it also holds under the opposite
     label). A store from before content hashes, never written since, reports nothing."""
     with connect(catalog) as con:
-        if not con.execute(_HAS_VIEW).fetchone()[0]:
+        if not con.execute(HAS_SHARED_CELLS_VIEW).fetchone()[0]:
             return {"shared_cells": [], "n_duplicates": 0, "n_duplicates_conflicting": 0}
         shared = [
             {"dataset_id": other, "n_shared": int(n), "n_conflicting": int(conflicting)}

@@ -61,8 +61,9 @@ class SqlLimits:
     max_bytes: int | None = 64 * 2**20
 
 
-def check_read_only(query: str) -> None:
-    """Reject anything but a single query statement, naming what was refused."""
+def check_read_only(query: str) -> str:
+    """Reject anything but a single query statement, naming what was refused; return the
+    statement's kind (SELECT or EXPLAIN)."""
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as error:
@@ -82,6 +83,7 @@ def check_read_only(query: str) -> None:
             f"SQL function {revealing.group(1)} refused: it shows the machine's settings and "
             "paths, not the store's data"
         )
+    return kind
 
 
 # DuckDB's own message advises a SET, which read-only SQL refuses.
@@ -194,7 +196,7 @@ def _user_query(
     catalog: Path, query: str, limit: int | None, limits: SqlLimits
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """The query executed on a snapshot within `limits`; the connection holds its rows."""
-    check_read_only(query)
+    kind = check_read_only(query)
     copy = snapshot(catalog)
     spill = copy.parent / "spill"
     spill.mkdir(exist_ok=True)
@@ -205,8 +207,7 @@ def _user_query(
                 relation = con.sql(query)
                 if limit is not None:
                     relation = relation.limit(limit)
-                is_select = str(duckdb.extract_statements(query)[0].type).endswith("SELECT")
-                if limits.max_bytes is not None and is_select:
+                if limits.max_bytes is not None and kind == "SELECT":
                     _check_bytes(con, relation, limits.max_bytes)
                 con.execute(relation.sql_query())
                 yield con

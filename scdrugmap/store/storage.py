@@ -260,25 +260,28 @@ class Storage:
 
     # runs ---------------------------------------------------------------------
 
+    def embedding_model(self, key: str) -> tuple[str, dict] | None:
+        """The model of the embedding `key` and the settings it was made with (None when no
+        such embedding is stored); every data set under a key shares both."""
+        with connect(self.catalog_path) as con:
+            row = con.execute(
+                "SELECT model, settings FROM embeddings WHERE key = ? LIMIT 1", [key]
+            ).fetchone()
+        return (str(row[0]), json.loads(row[1])) if row else None
+
     def embedding_fit_datasets(self, key: str) -> list[str] | None:
         """The data sets a fitted baseline (pca, hvg) under `key` learned from; None for
         checkpoint models, which learned nothing from this store. A run records them: a
         held-out data set the fit saw is not fully held out."""
-        with connect(self.catalog_path) as con:
-            row = con.execute(
-                "SELECT settings FROM embeddings WHERE key = ? LIMIT 1", [key]
-            ).fetchone()
-        fitted = json.loads(row[0]).get("fit_datasets") if row else None
+        made = self.embedding_model(key)
+        fitted = made[1].get("fit_datasets") if made else None
         return [str(d) for d in fitted] if fitted else None
 
     def adapter_trained_cells(self, key: str) -> pd.DataFrame | None:
         """The cells a fine-tuned embedding's adapter was trained on (None for other keys):
         evaluation leaves them out, so they are never scored."""
-        with connect(self.catalog_path) as con:
-            row = con.execute(
-                "SELECT settings FROM embeddings WHERE key = ? LIMIT 1", [key]
-            ).fetchone()
-        adapter = json.loads(row[0]).get("adapter") if row else None
+        made = self.embedding_model(key)
+        adapter = made[1].get("adapter") if made else None
         if not adapter:
             return None
         path = self.path / adapter["trained_cells"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from scdrugmap.errors import StoreError
 from scdrugmap.store.location import CATALOG_NAME, default_store_path
+from scdrugmap.store.overlaps import HAS_SHARED_CELLS_VIEW
 from scdrugmap.store.sql import SqlLimits, query_rows, user_rows
 
 
@@ -57,9 +58,7 @@ _SHARED_LIST = """list({'dataset_id': other_dataset_id, 'n_shared': n_shared,
 
 def _has_shared_cells_view(store_path: Path | None) -> bool:
     """False for a store from before content hashes that no write has upgraded yet."""
-    _, found = catalog_rows(
-        store_path, "SELECT count(*) FROM duckdb_views() WHERE view_name = 'shared_cells'"
-    )
+    _, found = catalog_rows(store_path, HAS_SHARED_CELLS_VIEW)
     return bool(found[0][0])
 
 

@@ -11,7 +11,6 @@ trains on the same data sets.
 from __future__ import annotations
 
 import hashlib
-import json
 
 import pandas as pd
 
@@ -32,14 +31,13 @@ def fold_fit_key(embedding: str, fit_datasets: list[str]) -> str:
 
 def _baseline(store: Storage, embedding: str) -> tuple[str, dict] | None:
     """The baseline model and the fit options of `embedding`; None for checkpoint models."""
-    row = store.query("SELECT model, settings FROM embeddings WHERE key = ? LIMIT 1", [embedding])
-    if row.empty:
+    made = store.embedding_model(embedding)
+    if made is None:
         raise InputError(f"no embedding {embedding!r} in the store; see `scdrugmap embeddings`")
-    model = str(row.iloc[0]["model"])
+    model, settings = made
     spec = get_model(model)
     if not spec.fitted_in_store:
         return None
-    settings = json.loads(row.iloc[0]["settings"])
     defaults = spec.load_class().defaults
     return model, {k: settings[k] for k in defaults if k in settings}
 
