@@ -10,11 +10,12 @@ time, never copied here) and with the installed `scdrugmap` command, and prints
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,30 @@ def reference_on_path(path: Path) -> Iterator[None]:
         yield
     finally:
         sys.path.remove(str(path))
+
+
+@contextmanager
+def forgetting(packages: Collection[str]) -> Iterator[None]:
+    """Drop the modules of `packages` imported during the block, so the next run (another
+    setting, another script in one process) imports the checkout's code afresh."""
+    before = set(sys.modules)
+    try:
+        yield
+    finally:
+        for name in set(sys.modules) - before:
+            if name.split(".")[0] in packages:
+                del sys.modules[name]
+
+
+@contextmanager
+def in_folder(folder: Path) -> Iterator[None]:
+    """Run the block in `folder`: reference scripts that read and write relative paths."""
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 @contextmanager

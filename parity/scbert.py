@@ -28,11 +28,9 @@ One line per pooling; the value returned is the largest.
 
 from __future__ import annotations
 
-import os
 import runpy
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
+from collections.abc import Sequence
+from contextlib import ExitStack, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,8 @@ import torch
 from parity.common import (
     PC9_CONTROL,
     Reference,
+    forgetting,
+    in_folder,
     parse_args,
     real_cells,
     reference_commit,
@@ -72,54 +72,23 @@ def build_checkpoint(folder: Path) -> tuple[Path, dict]:
     return write_scbert_checkpoint(folder / "scbert", panel), dict(SHAPE)
 
 
-@contextmanager
-def _in_folder(folder: Path) -> Iterator[None]:
-    before = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
-@contextmanager
-def _dropped_afterwards() -> Iterator[None]:
-    before = set(sys.modules)
-    try:
-        yield
-    finally:
-        for name in set(sys.modules) - before:
-            if name.split(".")[0] == "performer_pytorch":
-                del sys.modules[name]
-
-
-def _write_h5ad(path: Path, counts, barcodes: list[str], genes: list[str]) -> None:
-    import anndata
-    import pandas as pd
-    from scipy import sparse
-
-    anndata.AnnData(
-        X=sparse.csr_matrix(counts, dtype=np.float32),
-        obs=pd.DataFrame(index=barcodes),
-        var=pd.DataFrame(index=genes),
-    ).write_h5ad(path)
-
-
 def reference_preprocessed(checkpoint: Path, cells: SourceTable, reference: Path, folder: Path):
     """preprocess.py's output for the cells, with the checkpoint's panel as PanglaoDB's."""
     import anndata
 
+    from tests.data_files import write_h5ad
+
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
     panel = (checkpoint / "gene_panel.txt").read_text().split()
-    _write_h5ad(data / "panglao_10000.h5ad", np.zeros((1, len(panel))), ["panel"], panel)
+    write_h5ad(data / "panglao_10000.h5ad", np.zeros((1, len(panel)), np.float32), panel, ["panel"])
     barcodes = [str(b) for b in cells.barcodes]
-    _write_h5ad(data / "your_raw_data.h5ad", cells.counts, barcodes, list(map(str, cells.genes)))
+    write_h5ad(data / "your_raw_data.h5ad", cells.counts, list(map(str, cells.genes)), barcodes)
     with ExitStack() as stack:
         log = stack.enter_context((folder / "reference.log").open("a"))
         stack.enter_context(redirect_stdout(log))
         stack.enter_context(redirect_stderr(log))
-        stack.enter_context(_in_folder(folder))
+        stack.enter_context(in_folder(folder))
         runpy.run_path(str(reference / "preprocess.py"), run_name="__main__")
     return anndata.read_h5ad(data / "preprocessed_data.h5ad")
 
@@ -143,8 +112,8 @@ def reference_encodings(
         stack.enter_context(redirect_stdout(log))
         stack.enter_context(redirect_stderr(log))
         stack.enter_context(reference_on_path(reference))
-        stack.enter_context(_dropped_afterwards())
-        stack.enter_context(_in_folder(run))
+        stack.enter_context(forgetting(("performer_pytorch",)))
+        stack.enter_context(in_folder(run))
         from performer_pytorch import PerformerLM
 
         model = PerformerLM(

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import runpy
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
+from collections.abc import Sequence
+from contextlib import ExitStack, redirect_stderr, redirect_stdout
 from pathlib import Path
 from unittest import mock
 
@@ -38,6 +38,7 @@ import torch
 from parity.common import (
     TESTS_DATA,
     Reference,
+    in_folder,
     parse_args,
     real_cells,
     reference_commit,
@@ -68,18 +69,6 @@ def _same_object(self, *args, **kwargs):
     return self
 
 
-@contextmanager
-def _in_folder(folder: Path) -> Iterator[None]:
-    import os
-
-    before = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
 def reference_embedding(
     checkpoint: Path, cells_h5ad: Path, reference: Path, setting: str, folder: Path
 ) -> np.ndarray:
@@ -105,7 +94,7 @@ def reference_embedding(
         stack.enter_context(redirect_stdout(log))
         stack.enter_context(redirect_stderr(log))
         stack.enter_context(reference_on_path(model_dir))
-        stack.enter_context(_in_folder(folder))
+        stack.enter_context(in_folder(folder))
         stack.enter_context(mock.patch.object(sys, "argv", argv))
         stack.enter_context(mock.patch.object(torch.Tensor, "cuda", _same_object))
         stack.enter_context(mock.patch.object(torch.nn.Module, "cuda", _same_object))

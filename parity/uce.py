@@ -40,13 +40,12 @@ Beyond scdrugmap's packages it needs scanpy and tqdm (its modules import them).
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import sys
 import types
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
+from collections.abc import Sequence
+from contextlib import ExitStack, redirect_stderr, redirect_stdout
 from pathlib import Path
 from unittest import mock
 
@@ -57,6 +56,8 @@ from scipy import stats
 from parity.common import (
     PC9_CONTROL,
     Reference,
+    forgetting,
+    in_folder,
     parse_args,
     real_cells,
     reference_commit,
@@ -202,16 +203,6 @@ class DrawQueue:
             raise RuntimeError(f"the reference drew for {self.cell + 1} of {len(self.sentences)}")
 
 
-@contextmanager
-def _in_folder(folder: Path) -> Iterator[None]:
-    before = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
 def _no_download(*args, **kwargs):
     raise RuntimeError("the parity run downloads nothing; a reference file is missing")
 
@@ -256,8 +247,8 @@ def reference_embedding(
         stack.enter_context(redirect_stdout(log))
         stack.enter_context(redirect_stderr(log))
         stack.enter_context(reference_on_path(reference))
-        stack.enter_context(_in_folder(folder))
-        stack.enter_context(_dropped_afterwards())
+        stack.enter_context(in_folder(folder))
+        stack.enter_context(forgetting(_REFERENCE_MODULES))
         import evaluate
         from eval_data import MultiDatasetSentenceCollator, MultiDatasetSentences
         from model import TransformerModel
@@ -307,17 +298,6 @@ def reference_embedding(
                 embeddings.append(embedding.numpy())
         queue.finished()
     return np.vstack(embeddings), queue, sentences
-
-
-@contextmanager
-def _dropped_afterwards() -> Iterator[None]:
-    before = set(sys.modules)
-    try:
-        yield
-    finally:
-        for name in set(sys.modules) - before:
-            if name.split(".")[0] in _REFERENCE_MODULES:
-                del sys.modules[name]
 
 
 def check_sentences(ours: list[np.ndarray], theirs: list[np.ndarray]) -> None:
