@@ -11,9 +11,9 @@ with `pe_embedding`, `normalize` and `forward` as `run_eval` calls them. `run_ev
 is not called: it builds the network with a fixed width of 1,280, and the random
 checkpoint is 40 wide; the loop here makes the same calls with the checkpoint's shapes.
 
-Settings: `filter=False` (the reference's default `--filter` drops genes seen in fewer than
-10 cells and cells with fewer than 25 genes, over the whole data set; scdrugmap uses every
-gene of every cell, so a cell's embedding does not depend on the others), `batch_size=1`
+Settings: both sides at their defaults, the filter on (the reference's `--filter`: genes
+seen in fewer than 10 of the cells dropped, then cells with fewer than 25 genes; scdrugmap's
+`filter=true`), `batch_size=1`
 (the reference passes its padding mask as floats, which PyTorch adds to the scores, so
 with padding its output shifts with the longest cell of the batch; see the README).
 
@@ -134,24 +134,32 @@ def write_cells(path: Path, cells: SourceTable) -> Path:
     return path
 
 
+def filtered_genes(cells: SourceTable) -> np.ndarray:
+    """The genes both filters keep: seen in at least 10 of the cells (scanpy's rule)."""
+    return np.asarray((cells.counts > 0).sum(axis=0)).ravel() >= 10
+
+
 def our_draws(
     checkpoint: Path, cells: SourceTable, params: dict
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """scdrugmap's cell sentences, and its picks per cell as positions among the genes it
-    knows (in data order, as the reference's subset of genes with protein embeddings):
-    `UCETokenizer.__call__`'s steps, which the sentence alone cannot tell apart where two
-    columns share a gene (C2orf15 and C2ORF15)."""
+    knows and the filter keeps (in data order, as the reference's subset of genes with
+    protein embeddings): `UCETokenizer.__call__`'s steps on the filtered counts, which the
+    sentence alone cannot tell apart where two columns share a gene (C2orf15 and C2ORF15)."""
     from scipy import sparse
 
+    from scdrugmap.embed.cell_filters import without_filtered_genes
     from scdrugmap.embed.cell_random import CellGenes, cell_seeds
     from scdrugmap.embed.models.uce import UCEEmbedder
 
     embedder = UCEEmbedder.load(checkpoint, **params)
     tokenizer = embedder.tokenizer
     genes = list(cells.genes)
-    sentences = embedder.tokenize(cells.counts, genes)
+    kept = filtered_genes(cells)
+    counts = without_filtered_genes(sparse.csr_matrix(cells.counts), kept)
+    sentences = embedder.tokenize(counts, genes)
     columns, tokens, _, _ = tokenizer.gene_map(genes)
-    known = sparse.csr_matrix(cells.counts[:, columns], dtype=np.float32)
+    known = sparse.csr_matrix(counts[:, columns], dtype=np.float32)
     known.eliminate_zeros()
     known.sort_indices()
     per_cell = np.diff(known.indptr)
@@ -162,6 +170,8 @@ def our_draws(
         per_cell,
     )  # fmt: skip
     picked = known.indices[tokenizer.sample(expressed, cell_seeds(expressed, tokenizer.seed))]
+    # Positions among the known genes the filter keeps, as the reference numbers them.
+    picked = (np.cumsum(kept[columns]) - 1)[picked]
     size = tokenizer.sample_size
     picks = [picked[i * size : (i + 1) * size] for i in range(known.shape[0])]
     return [sentences.cell(i) for i in range(known.shape[0])], picks
@@ -209,10 +219,10 @@ def _no_download(*args, **kwargs):
 
 def _reference_args(folder: Path, h5ad: Path, model_file: Path, shapes: dict):
     """eval_single_anndata.py's arguments at their defaults, but for the small shapes,
-    the files laid out here, one cell per batch and no data-set-wide filters."""
+    the files laid out here and one cell per batch."""
     files = folder / "model_files"
     return types.SimpleNamespace(
-        adata_path=str(h5ad), dir=f"{folder}/", species="human", filter=False, skip=False,
+        adata_path=str(h5ad), dir=f"{folder}/", species="human", filter=True, skip=False,
         model_loc=str(model_file), batch_size=1, pad_length=PAD_LENGTH, pad_token_idx=0,
         chrom_token_left_idx=1, chrom_token_right_idx=2, cls_token_idx=3,
         CHROM_TOKEN_OFFSET=TOKENS["chrom_offset"], sample_size=SAMPLE_SIZE, CXG=True,

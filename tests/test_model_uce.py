@@ -170,8 +170,20 @@ def test_store_embed_end_to_end(checkpoint: Path, pc9, tmp_path: Path, embedder)
     store.embed("uce", checkpoint=checkpoint, chunk_size=5, device="cpu")
     array = store.embedding_array("uce", "pc9")
     reader = store.reader("pc9")
-    direct = embedder.embed(embedder.tokenize(reader.read_rows(0, 12), reader.gene_ids))
+    stored = reader.read_rows(0, 12)
+    # The authors' default filter: genes expressed in fewer than 10 of the 12 cells go.
+    common = np.asarray((stored > 0).sum(axis=0)).ravel() >= 10
+    filtered = sparse.csr_matrix(stored.multiply(common[None, :]))
+    direct = embedder.embed(embedder.tokenize(filtered, reader.gene_ids))
     np.testing.assert_allclose(array.read_all(), direct, atol=1e-5)
+    store.embed(
+        "uce", key="uce-all", checkpoint=checkpoint, chunk_size=5, device="cpu", filter=False
+    )
+    unfiltered = embedder.embed(embedder.tokenize(stored, reader.gene_ids))
+    assert not np.allclose(direct, unfiltered, atol=1e-3)
+    np.testing.assert_allclose(
+        store.embedding_array("uce-all", "pc9").read_all(), unfiltered, atol=1e-5
+    )
     assert array.attrs["settings"]["padding"] == "masked"
     ensembl = [f"ENSG{i:011d}" for i in range(len(genes))]
     store.ingest(

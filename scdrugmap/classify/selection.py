@@ -92,12 +92,16 @@ def choose_counts(store, where: str | None) -> Chosen:
 
 
 def failed_cells(store, key: str) -> LeftOut:
-    """Cells `key` saw nothing of (listed in `failures`, with the reason)."""
+    """Cells `key` saw nothing of, or that its authors' data-set filter leaves out (both
+    listed in `failures`, with the reason)."""
     cells = store.query(
         "SELECT dataset_id, cell_index FROM failures WHERE key = ? ORDER BY dataset_id, cell_index",
         [key],
     )
-    return LeftOut(cells, f"the embedding saw nothing of (see the failures table for {key!r})")
+    return LeftOut(
+        cells,
+        f"the embedding saw nothing of or filtered out (see the failures table for {key!r})",
+    )
 
 
 def leave_out(cells: pd.DataFrame, left_out: list[LeftOut]) -> tuple[pd.DataFrame, list[str]]:

@@ -141,6 +141,8 @@ def embed(
         "seconds": round(summary.seconds, 3),
         "cells_per_second": round(summary.cells_per_second, 1) if summary.cells_embedded else None,
         "failures": summary.failures,
+        "filtered": summary.filtered,
+        "filter_reason": summary.filter_reason or None,
         "device": summary.device,
     }
     if as_json:
@@ -152,11 +154,18 @@ def embed(
             f"{', '.join(summary.datasets)} in {summary.seconds:.1f} s{rate} on "
             f"{summary.device} ({summary.chunks_resumed} chunks already done)"
         )
+        listed = (
+            f'listed with the reason by `scdrugmap sql "SELECT * FROM failures WHERE key = '
+            f"'{summary.key}'\"`"
+        )
         if summary.failures:
             click.echo(
-                f"{summary.failures} cells had no expressed gene the model knows; they are "
-                f'listed with the reason by `scdrugmap sql "SELECT * FROM failures WHERE key = '
-                f"'{summary.key}'\"`"
+                f"{summary.failures} cells had no expressed gene the model knows; they are {listed}"
+            )
+        if summary.filtered:
+            click.echo(
+                f"{summary.filtered} cells left out by the authors' filter: "
+                f"{summary.filter_reason}; they are {listed}"
             )
 
 

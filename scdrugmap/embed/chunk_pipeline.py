@@ -19,6 +19,7 @@ import numpy as np
 from scipy import sparse
 
 from scdrugmap.embed.cell_blocks import BlockedChunks, BlockIndex, sample_blocks
+from scdrugmap.embed.cell_filters import without_filtered_genes
 from scdrugmap.embed.protocol import CellBlockEmbedder, Embedder
 
 PREFETCH = 2
@@ -47,12 +48,16 @@ class ChunkSource(Protocol):
 class RowChunks:
     """A chunk is its own rows."""
 
-    def __init__(self, embedder: Embedder, reader, known: np.ndarray) -> None:
+    def __init__(
+        self, embedder: Embedder, reader, known: np.ndarray, gene_mask: np.ndarray | None = None
+    ) -> None:
         self.embedder, self.reader, self.known = embedder, reader, known
+        self.gene_mask = gene_mask
 
     def prepare(self, start: int, stop: int) -> tuple[Any, np.ndarray]:
         counts = self.reader.read_rows(start, stop)
-        return self.embedder.tokenize(counts, self.reader.gene_ids), coverage(counts, self.known)
+        used = without_filtered_genes(counts, self.gene_mask)
+        return self.embedder.tokenize(used, self.reader.gene_ids), coverage(counts, self.known)
 
     def finish(self, prepared: tuple[Any, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         batch, chunk_coverage = prepared
@@ -62,8 +67,15 @@ class RowChunks:
 class BlockChunks:
     """A chunk is embedded through the whole cell blocks it touches (`embed/cell_blocks.py`)."""
 
-    def __init__(self, embedder: CellBlockEmbedder, reader, known: np.ndarray) -> None:
+    def __init__(
+        self,
+        embedder: CellBlockEmbedder,
+        reader,
+        known: np.ndarray,
+        gene_mask: np.ndarray | None = None,
+    ) -> None:
         self.embedder, self.reader, self.known = embedder, reader, known
+        self.gene_mask = gene_mask
         self.blocks = sample_blocks(reader.read_samples(), embedder.block_size)
         self.chunks = BlockedChunks(BlockIndex(self.blocks), int(embedder.dim))
 
@@ -73,7 +85,11 @@ class BlockChunks:
         if len(fresh) == 0:
             return plan, None, np.zeros(0, dtype=np.float32)
         counts = self.reader.read_cells(fresh)
-        batch = self.embedder.tokenize(counts, self.reader.gene_ids, blocks=self.blocks[fresh])
+        batch = self.embedder.tokenize(
+            without_filtered_genes(counts, self.gene_mask),
+            self.reader.gene_ids,
+            blocks=self.blocks[fresh],
+        )
         return plan, batch, coverage(counts, self.known)
 
     def finish(self, prepared: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -86,10 +102,13 @@ class BlockChunks:
         return self.chunks.assemble(plan, values, fresh_coverage)
 
 
-def chunk_source(embedder: Embedder, reader, known: np.ndarray) -> ChunkSource:
+def chunk_source(
+    embedder: Embedder, reader, known: np.ndarray, gene_mask: np.ndarray | None = None
+) -> ChunkSource:
+    """`gene_mask`: the genes a data-set filter (`embed/cell_filters.py`) lets the model use."""
     if isinstance(embedder, CellBlockEmbedder):
-        return BlockChunks(embedder, reader, known)
-    return RowChunks(embedder, reader, known)
+        return BlockChunks(embedder, reader, known, gene_mask)
+    return RowChunks(embedder, reader, known, gene_mask)
 
 
 def run_chunks(

@@ -51,14 +51,21 @@ class EmbedWorker:
         self._sources: dict[str, object] = {}
 
     def embed_chunk(
-        self, dataset: str, array_path: str, known: np.ndarray, chunk: int, start: int, stop: int
+        self,
+        dataset: str,
+        array_path: str,
+        genes: tuple[np.ndarray, np.ndarray | None],
+        chunk: int,
+        start: int,
+        stop: int,
     ) -> int:
+        """`genes`: the data set's known-gene flags and the filter's gene mask (or None)."""
         from scdrugmap.store.dataset_zarr import DatasetReader
         from scdrugmap.store.embedding_array import EmbeddingArray
 
         if dataset not in self._sources:
             reader = DatasetReader(Path(dataset))
-            self._sources[dataset] = chunk_source(self.embedder, reader, known)
+            self._sources[dataset] = chunk_source(self.embedder, reader, *genes)
         source = self._sources[dataset]
         values, coverage = source.finish(source.prepare(start, stop))
         EmbeddingArray(Path(array_path)).write_chunk(chunk, values, coverage)
@@ -122,10 +129,13 @@ def run_embedding_ray(
         ray = start_ray(address)
         actors = _actors(ray, recipe, workers)
         summary.device = f"ray ({len(actors)} workers, {recipe.device})"
-        known = {t.dataset_id: ray.put(plan.known[t.dataset_id]) for t, _, _ in plan.todo}
+        genes = {
+            t.dataset_id: ray.put((plan.known[t.dataset_id], plan.gene_mask(t)))
+            for t, _, _ in plan.todo
+        }
         pending = [
             actors[i % len(actors)].embed_chunk.remote(
-                str(target.reader.path), str(array.path), known[target.dataset_id], *bounds
+                str(target.reader.path), str(array.path), genes[target.dataset_id], *bounds
             )
             for i, (target, array, *bounds) in enumerate(work)
         ]

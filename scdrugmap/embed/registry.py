@@ -55,6 +55,8 @@ class ModelSpec:
     files: tuple[FileRule, ...]
     source: str
     fitted_in_store: bool = False
+    # The authors' data-set filter and its default here (`embed/cell_filters.py`).
+    cell_filter: str = "none"
 
     @property
     def checkpoint_files(self) -> tuple[str, ...]:
@@ -179,6 +181,8 @@ MODELS: dict[str, ModelSpec] = {
             ),
             "https://figshare.com/articles/dataset/Universal_Cell_Embedding_Model_Files/24320806"
             " (snap-stanford/UCE README)",
+            cell_filter="on, as the authors: genes in < 10 cells dropped, cells with < 25 genes "
+            "left out (--param filter=false)",
         ),
         ModelSpec(
             "scbert",
@@ -193,6 +197,8 @@ MODELS: dict[str, ModelSpec] = {
                 FileRule(("gene_panel.txt", "panglao_10000.h5ad"), option="gene_panel"),
             ),
             "https://github.com/TencentAILabHealthcare/scBERT (checkpoint and data via its README)",
+            cell_filter="on, as the authors: cells with < 200 panel genes left out "
+            "(--param min_genes=0)",
         ),
         ModelSpec(
             "cellplm",

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scdrugmap.embed.cell_filters import Screened, screen
 from scdrugmap.embed.chunk_pipeline import chunk_source, coverage, run_chunks
 from scdrugmap.embed.protocol import Embedder
 from scdrugmap.errors import InputError, StoreError
@@ -57,6 +58,8 @@ class EmbedSummary:
     chunks_resumed: int = 0
     seconds: float = 0.0
     failures: int = 0
+    filtered: int = 0
+    filter_reason: str = ""
     device: str = "cpu"
 
     @property
@@ -180,9 +183,12 @@ def _open_or_create(
     return EmbeddingArray(target.path)
 
 
-def _record(catalog: Path, array: EmbeddingArray, dataset_id: str) -> int:
+def _record(
+    catalog: Path, array: EmbeddingArray, dataset_id: str, screened: Screened | None
+) -> tuple[int, int]:
     """Mirror an array's state into the catalog (idempotent upsert); once it is complete,
-    its failures too. Returns the number of failed cells (0 while incomplete)."""
+    its failures too. Returns the numbers of failed and of filtered cells (0 while
+    incomplete)."""
     attrs = array.attrs
     done = array.done_chunks()
     complete = bool(done.all())
@@ -219,16 +225,24 @@ def _record(catalog: Path, array: EmbeddingArray, dataset_id: str) -> int:
             "DELETE FROM embeddings WHERE key = ? AND dataset_id = ?", [attrs["key"], dataset_id]
         )
         con.execute("INSERT INTO embeddings BY NAME SELECT * FROM incoming")
-        n_failed = _record_failures(con, attrs["key"], dataset_id, cell_coverage) if complete else 0
+        counts = (
+            _record_failures(con, attrs["key"], dataset_id, cell_coverage, screened)
+            if complete
+            else (0, 0)
+        )
         con.execute("COMMIT")
-    return n_failed
+    return counts
 
 
-def _record_failures(con, key: str, dataset_id: str, cell_coverage: np.ndarray) -> int:
+def _record_failures(
+    con, key: str, dataset_id: str, cell_coverage: np.ndarray, screened: Screened | None
+) -> tuple[int, int]:
     """Cells the model saw nothing of (no expressed gene it knows), with the reason, in the
     `failures` table: their rows hold no information about the cell, and a user must be
-    able to find and leave them out."""
-    failed = pd.DataFrame({"cell_index": np.flatnonzero(cell_coverage == 0)})
+    able to find and leave them out. Then the cells the authors' data-set filter leaves
+    out (`embed/cell_filters.py`), with the filter as the reason, unless already listed."""
+    unseen = np.flatnonzero(cell_coverage == 0)
+    failed = pd.DataFrame({"cell_index": unseen})
     con.execute("DELETE FROM failures WHERE key = ? AND dataset_id = ?", [key, dataset_id])
     con.register("failed", failed)
     con.execute(
@@ -237,7 +251,15 @@ def _record_failures(con, key: str, dataset_id: str, cell_coverage: np.ndarray) 
         "FROM failed f LEFT JOIN cells c ON c.dataset_id = ? AND c.cell_index = f.cell_index",
         [key, dataset_id, NO_GENES, NO_KNOWN_GENES, dataset_id],
     )
-    return len(failed)
+    if screened is None:
+        return len(failed), 0
+    filtered = pd.DataFrame({"cell_index": np.setdiff1d(screened.dropped, unseen)})
+    con.register("filtered", filtered)
+    con.execute(
+        "INSERT INTO failures SELECT ?, ?, cell_index, ? FROM filtered",
+        [key, dataset_id, screened.reason],
+    )
+    return len(failed), len(filtered)
 
 
 def _cells_in(array: EmbeddingArray, chunks: np.ndarray) -> int:
@@ -251,8 +273,13 @@ class EmbedPlan:
 
     summary: EmbedSummary
     known: dict[str, np.ndarray]
+    screened: dict[str, Screened | None]
     todo: list[tuple[EmbedTarget, EmbeddingArray, np.ndarray]]
     started: float
+
+    def gene_mask(self, target: EmbedTarget) -> np.ndarray | None:
+        screened = self.screened[target.dataset_id]
+        return None if screened is None else screened.gene_mask
 
     @property
     def total_cells(self) -> int:
@@ -282,19 +309,30 @@ def plan_embedding(
         _check_coverage(embedder, target, known[target.dataset_id], min_coverage)
     summary = EmbedSummary(key=key, model=embedder.name, device=describe_device(embedder))
     started = time.perf_counter()
+    cell_filter = getattr(embedder, "cell_filter", None)
+    screened = {
+        t.dataset_id: screen(cell_filter, t.reader, known[t.dataset_id]) if cell_filter else None
+        for t in targets
+    }
     arrays = [_open_or_create(embedder, key, t, chunk_size, dtype) for t in targets]
     for target, array in zip(targets, arrays):
-        _record(catalog, array, target.dataset_id)
+        _record(catalog, array, target.dataset_id, screened[target.dataset_id])
     todo = [(t, a, np.flatnonzero(~a.done_chunks())) for t, a in zip(targets, arrays)]
     for target, array, chunks in todo:
         summary.datasets.append(target.dataset_id)
         summary.chunks_resumed += array.n_chunks - len(chunks)
-    return EmbedPlan(summary, known, todo, started)
+    return EmbedPlan(summary, known, screened, todo, started)
 
 
 def finish_target(plan: EmbedPlan, catalog: Path, target: EmbedTarget, array) -> None:
-    """Mirror a target's finished array into the catalog (the driver's job alone)."""
-    plan.summary.failures += _record(catalog, array, target.dataset_id)
+    """Mirror a target's array into the catalog (the driver's job alone); once complete,
+    count its failed and filtered cells into the summary."""
+    screened = plan.screened[target.dataset_id]
+    failed, filtered = _record(catalog, array, target.dataset_id, screened)
+    plan.summary.failures += failed
+    plan.summary.filtered += filtered
+    if screened is not None:
+        plan.summary.filter_reason = screened.reason
 
 
 def run_embedding(
@@ -306,7 +344,9 @@ def run_embedding(
         show_progress, plan.total_cells, f"embedding with {embedder.name}", started=plan.started
     ) as advance:
         for target, array, chunks in plan.todo:
-            source = chunk_source(embedder, target.reader, plan.known[target.dataset_id])
+            source = chunk_source(
+                embedder, target.reader, plan.known[target.dataset_id], plan.gene_mask(target)
+            )
             bounds = [(int(c), *array.chunk_bounds(int(c))) for c in chunks]
 
             def written(n_cells: int) -> None:

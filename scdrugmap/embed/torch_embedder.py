@@ -58,6 +58,15 @@ def split_options(model: str, options: dict, defaults: dict, batching: dict) -> 
     return settings, budget
 
 
+def parse_flag(model: str, name: str, value) -> bool:
+    """A true/false `--param` (JSON on the command line, a bool or its name from Python)."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise InputError(f"{model}: {name} must be true or false, not {value!r}")
+
+
 class TorchEmbedder:
     """Base of the foundation-model embedders; subclasses define `load`, `encode` and
     `gene_vocabulary`, and set `min_length` when a cell needs framing tokens to embed."""

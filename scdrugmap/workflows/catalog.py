@@ -94,19 +94,20 @@ def dataset_rows(
 
 
 def model_rows(with_descriptions: bool = False) -> tuple[list[str], list[list]]:
-    """One row per embedder: name, size, gene identifiers, input length, checkpoint files
-    and whether it is ready to run here."""
+    """One row per embedder: name, size, gene identifiers, input length, the authors'
+    cell filter and its default, checkpoint files and whether it is ready to run here."""
     from scdrugmap.embed.checkpoints import availability
     from scdrugmap.embed.registry import MODELS
 
-    columns = ["model", "embedding", "genes", "max length", "checkpoint files", "status"]
+    columns = ["model", "embedding", "genes", "max length", "cell filter", "checkpoint files"]
+    columns.append("status")
     rows = []
     for spec in MODELS.values():
         if spec.fitted_in_store:
             files, status = "none: fitted in the store", "ready"
         else:
             files, status = ", ".join(spec.checkpoint_files), availability(spec).describe()
-        row = [spec.name, spec.dim, spec.gene_ids, spec.max_length, files, status]
+        row = [spec.name, spec.dim, spec.gene_ids, spec.max_length, spec.cell_filter, files, status]
         if with_descriptions:
             row += [spec.description, spec.source]
         rows.append(row)

@@ -38,6 +38,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
+from scdrugmap.embed.cell_filters import CellFilter
 from scdrugmap.embed.panel import GenePanel, log2_per_10k
 from scdrugmap.embed.performer import (
     GenePositions,
@@ -56,6 +57,8 @@ GENE2VEC = "gene2vec_16906.npy"
 PANEL_FILES = ("gene_panel.txt", "panglao_10000.h5ad")
 POOLINGS = ("mean", "expressed", "last")
 DEFAULTS = {"bin_num": 5, "heads": 10, "dim_head": 64, "pooling": "mean", "precision": "float32"}
+# The authors' preprocess.py keeps cells with at least 200 expressed panel genes.
+DEFAULTS |= {"min_genes": 200}
 BATCHING = {"max_tokens": 16_907 * 4, "max_cells": 4}
 
 
@@ -137,8 +140,10 @@ class ScBERTEmbedder(TorchEmbedder):
     Options: `pooling` (mean, expressed, last), `bin_num` (5, the reference's
     top bin), `heads` / `dim_head` (10 x 64, the published model), `gene_panel`
     (the panel file when not in the checkpoint directory), `precision`
-    (autocast on CUDA) and `max_tokens` / `max_cells` (batch budget; no effect
-    on the result).
+    (autocast on CUDA), `min_genes` (200, the authors' preprocessing: cells
+    with fewer expressed panel genes are embedded but listed in `failures`,
+    so they are left out downstream; 0 keeps every cell) and `max_tokens` /
+    `max_cells` (batch budget; no effect on the result).
     """
 
     name = "scbert"
@@ -174,6 +179,17 @@ class ScBERTEmbedder(TorchEmbedder):
     def gene_vocabulary(self) -> set[str]:
         return set(self.tokenizer.panel.index)
 
+    @property
+    def cell_filter(self) -> CellFilter | None:
+        """The authors' preprocessing filter; `min_genes=0` embeds every cell."""
+        if self.settings["min_genes"] == 0:
+            return None
+        return CellFilter(
+            min_genes=self.settings["min_genes"],
+            known_genes_only=True,
+            source="scBERT's preprocess.py; --param min_genes=0 keeps them",
+        )
+
     def encode(self, batch: ScBERTBatch, cells: np.ndarray) -> torch.Tensor:
         """Pooled final hidden states (differentiable outside `embed`)."""
         tokens = to_device(batch.tokens[cells], self.device)
@@ -188,10 +204,13 @@ class ScBERTEmbedder(TorchEmbedder):
 
 
 def _checked(settings: dict) -> dict:
-    checked = {**settings, **{k: int(settings[k]) for k in ("bin_num", "heads", "dim_head")}}
+    integers = ("bin_num", "heads", "dim_head", "min_genes")
+    checked = {**settings, **{k: int(settings[k]) for k in integers}}
     if checked["pooling"] not in POOLINGS:
         raise InputError(f"scbert: pooling must be one of {', '.join(POOLINGS)}")
     if min(checked["bin_num"], checked["heads"], checked["dim_head"]) < 1:
         raise InputError("scbert: bin_num, heads and dim_head must be positive")
+    if checked["min_genes"] < 0:
+        raise InputError("scbert: min_genes must be 0 (no filter) or more")
     autocast(torch.device("cpu"), checked["precision"])
     return checked

@@ -30,10 +30,16 @@ import torch.nn.functional as F
 from scipy import sparse
 from torch import nn
 
+from scdrugmap.embed.cell_filters import CellFilter
 from scdrugmap.embed.cell_random import CellGenes, cell_seeds, keyed_draws, uniform
 from scdrugmap.embed.layers import EncoderLayer
 from scdrugmap.embed.safe_pickle import load_plain_pickle
-from scdrugmap.embed.torch_embedder import RaggedTokens, TorchEmbedder, split_options
+from scdrugmap.embed.torch_embedder import (
+    RaggedTokens,
+    TorchEmbedder,
+    parse_flag,
+    split_options,
+)
 from scdrugmap.embed.torch_runtime import autocast, load_weights, pad_ragged, to_device
 from scdrugmap.errors import InputError
 from scdrugmap.provenance import file_sha256
@@ -60,7 +66,12 @@ TOKENS = {"pad": 0, "chrom_left": 1, "chrom_right": 2, "cls": 3, "chrom_offset":
 ALL_TOKENS = 145_469
 CHROM_TOKENS = 1_895
 DEFAULTS = {"species": "human", "sample_size": 1024, "pad_length": 1536, "seed": 0}
-DEFAULTS |= {"heads": 20, "precision": "float32"}
+DEFAULTS |= {"heads": 20, "precision": "float32", "filter": True}
+# The reference's `--filter` (on by default): genes in fewer than 10 cells, then cells
+# with fewer than 25 genes (scanpy's filter_genes / filter_cells, on all genes).
+AUTHORS_FILTER = CellFilter(
+    min_genes=25, min_cells_per_gene=10, source="UCE's --filter; --param filter=false keeps them"
+)
 BATCHING = {"max_tokens": 32_768, "max_cells": 64}
 _SAMPLE_STREAM = np.uint64(0x0CE0_0001)
 _CHROM_STREAM = np.uint64(0x0CE0_0002)
@@ -329,9 +340,12 @@ class UCEEmbedder(TorchEmbedder):
     (1,536 tokens at most), `seed` (mixed into every cell's own seed),
     `heads` (20, as the published models), `model_file` (when not one of the
     published names), `precision` (autocast on CUDA) and `max_tokens` /
-    `max_cells` (batch budget; no effect on the result). Genes are used as
-    they are: the reference's optional data-set-wide gene and cell filters
-    would make a cell's embedding depend on the other cells.
+    `max_cells` (batch budget; no effect on the result), and `filter` (true,
+    as the reference's `--filter`): genes expressed in fewer than 10 cells of
+    the data set are dropped before the draws, and cells with fewer than 25
+    expressed genes left are listed in `failures` (`embed/cell_filters.py`).
+    With the filter a cell's embedding depends on the other cells of its data
+    set, as in the authors' pipeline; `filter=false` makes it the cell's alone.
     """
 
     name = "uce"
@@ -373,6 +387,10 @@ class UCEEmbedder(TorchEmbedder):
     def gene_vocabulary(self) -> GeneTable:
         return self.tokenizer.table
 
+    @property
+    def cell_filter(self) -> CellFilter | None:
+        return AUTHORS_FILTER if self.settings["filter"] else None
+
     def encode(self, batch: RaggedTokens, cells: np.ndarray) -> torch.Tensor:
         """CLS embeddings (differentiable outside `embed`)."""
         ids, keep = pad_ragged(batch.ids, batch.offsets, cells, TOKENS["pad"])
@@ -386,6 +404,7 @@ def _checked(settings: dict) -> dict:
         **settings,
         **{k: int(settings[k]) for k in ("sample_size", "pad_length", "seed", "heads")},
     }
+    checked["filter"] = parse_flag("uce", "filter", settings["filter"])
     if checked["species"] not in PROTEIN_FILES:
         raise InputError(f"uce: species must be one of {', '.join(PROTEIN_FILES)}")
     if checked["sample_size"] < 1 or checked["pad_length"] <= checked["sample_size"]:
