@@ -15,6 +15,7 @@ from scdrugmap.cli import (  # noqa: F401  (imported for their commands)
     demo,
     embed,
     evaluate,
+    explain,
     finetune,
     predict,
     report,

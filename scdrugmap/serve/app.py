@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from scdrugmap.errors import ScdrugmapError, StoreError
 from scdrugmap.serve.catalog_routes import router as catalog_router
+from scdrugmap.serve.explain_routes import router as explain_router
 from scdrugmap.serve.job_routes import router as job_router
 from scdrugmap.serve.jobs import JobQueue
 from scdrugmap.serve.security import guard
@@ -67,6 +68,7 @@ def create_app(store, settings: ServeSettings) -> FastAPI:
     app.add_exception_handler(ScdrugmapError, _user_error)
     app.include_router(catalog_router)
     app.include_router(job_router)
+    app.include_router(explain_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
