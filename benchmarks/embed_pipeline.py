@@ -31,41 +31,55 @@ REFERENCE_BATCH = 64
 CHUNK = 1000
 
 
-def run_one(
-    model: str, way: str, store_path: Path, checkpoint: Path, options: dict, device: str
-) -> float:
-    """Cells/s of one way of embedding the stored data set with a loaded model; ours
-    includes its per-run work (vocabulary coverage check, catalog records)."""
+def embed_ours(store, embedder, key: str, chunk: int = CHUNK) -> float:
+    """Cells/s of `Store.embed` with a loaded model, its per-run work (vocabulary coverage
+    check, catalog records) included."""
+    n_cells = store.reader("pc9").n_cells
+    started = time.perf_counter()
+    store.embed_with(embedder, key, ["pc9"], chunk_size=chunk, min_coverage=0)
+    return n_cells / (time.perf_counter() - started)
+
+
+def embed_reference_style(store, embedder, target: Path, chunk: int = CHUNK) -> float:
+    """Cells/s of the published scripts' loop: read a chunk, tokenise it, embed fixed
+    batches of `REFERENCE_BATCH` cells in file order, write synchronously to `target`."""
     import torch
 
-    from scdrugmap import Store
-    from scdrugmap.embed.registry import get_model
     from scdrugmap.store.embedding_array import EmbeddingArray
 
-    store = Store(store_path)
     reader = store.reader("pc9")
-    embedder = get_model(model).load_class().load(checkpoint, device=device, **options)
     started = time.perf_counter()
-    if way == "ours":
-        store.embed_with(embedder, f"ours-{model}", ["pc9"], chunk_size=CHUNK, min_coverage=0)
-        return reader.n_cells / (time.perf_counter() - started)
     array = EmbeddingArray.create(
-        store_path.parent / f"plain-{model}.zarr",
+        target,
         n_cells=reader.n_cells,
         dim=int(embedder.dim),
-        chunk_size=CHUNK,
+        chunk_size=chunk,
         dtype="float32",
         attrs={},
     )
-    for chunk, (start, stop, counts) in enumerate(reader.iter_chunks(CHUNK)):
+    for index, (start, stop, counts) in enumerate(reader.iter_chunks(chunk)):
         batch = embedder.tokenize(counts, reader.gene_ids)
         rows = []
         with torch.inference_mode():
             for first in range(0, stop - start, REFERENCE_BATCH):
                 cells = np.arange(first, min(first + REFERENCE_BATCH, stop - start))
                 rows.append(embedder.encode(batch, cells).float().cpu().numpy())
-        array.write_chunk(chunk, np.vstack(rows), np.ones(stop - start, dtype=np.float32))
+        array.write_chunk(index, np.vstack(rows), np.ones(stop - start, dtype=np.float32))
     return reader.n_cells / (time.perf_counter() - started)
+
+
+def run_one(
+    model: str, way: str, store_path: Path, checkpoint: Path, options: dict, device: str
+) -> float:
+    """Cells/s of one way of embedding the stored data set with a freshly loaded model."""
+    from scdrugmap import Store
+    from scdrugmap.embed.registry import get_model
+
+    store = Store(store_path)
+    embedder = get_model(model).load_class().load(checkpoint, device=device, **options)
+    if way == "ours":
+        return embed_ours(store, embedder, f"ours-{model}")
+    return embed_reference_style(store, embedder, store_path.parent / f"plain-{model}.zarr")
 
 
 def measured(

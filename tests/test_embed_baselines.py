@@ -14,12 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from sklearn.decomposition import PCA
 
 from scdrugmap import Store
 from scdrugmap.data.prepare import IngestOptions
 from scdrugmap.embed.baselines.expression import log_cp10k
+from scdrugmap.embed.baselines.fit import (
+    FitSource,
+    covariance,
+    gene_moments,
+    principal_axes,
+    select_variable_genes,
+)
+from scdrugmap.embed.baselines.pca import PROJECT_ROWS, PCAEmbedder
 from scdrugmap.errors import InputError, StoreError
-from tests.store_builders import ingest_synthetic, synthetic_store
+from tests.store_builders import ingest_pc9, ingest_synthetic, synthetic_store
 from tests.synthetic import counts_matrix, write_genes_by_cells
 
 
@@ -29,6 +38,86 @@ def store(tmp_path_factory) -> Store:
     built.embed("pca", chunk_size=1000)
     built.embed("hvg", chunk_size=1000, n_top_genes=50)
     return built
+
+
+@pytest.fixture(scope="module")
+def pc9_pca(real_data: Path, tmp_path_factory) -> Store:
+    """The real PC9 quarter (3,650 cells, both samples) embedded with the default PCA."""
+    built = Store(tmp_path_factory.mktemp("pc9-pca") / "store")
+    ingest_pc9(built, real_data / "pc9_erlotinib")
+    built.embed("pca")
+    return built
+
+
+def test_pca_of_real_cells_is_the_in_memory_pca(pc9_pca: Store) -> None:
+    """The streamed fit against the plain computation on every cell at once: the same
+    2,000 genes (dispersion from the same moments), axes to 1e-10, and embeddings to 1e-4
+    (rows reach 270; the float32 standardising rounds at 1.5e-5 there)."""
+    reader = pc9_pca.reader("pc9")
+    fit = np.load(pc9_pca.fit_path("pca") / "fit.npz")
+    panel = [str(g) for g in fit["genes"]]
+    dense = log_cp10k(reader.read_rows(0, reader.n_cells)).toarray().astype(np.float64)
+    mean = dense.mean(axis=0)
+    variance = np.maximum(np.square(dense).mean(axis=0) - mean**2, 0.0)
+    assert select_variable_genes(reader.gene_ids, mean, variance, 2000, "counts") == panel
+    values = dense[:, [reader.gene_ids.index(g) for g in panel]]
+    scale = values.std(axis=0)
+    scale[scale == 0] = 1.0
+    np.testing.assert_allclose(fit["mean"], values.mean(axis=0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(fit["scale"], scale, rtol=1e-12)
+    standardised = (values - values.mean(axis=0)) / scale
+    pca = PCA(50, svd_solver="full").fit(standardised)
+    largest = np.abs(pca.components_).argmax(axis=1)
+    signs = np.sign(pca.components_[np.arange(50), largest])[:, None]
+    np.testing.assert_allclose(fit["components"], pca.components_ * signs, atol=1e-10)
+    np.testing.assert_allclose(
+        fit["explained_variance"],
+        pca.explained_variance_ * (reader.n_cells - 1) / reader.n_cells,
+        rtol=1e-10,
+    )
+    np.testing.assert_allclose(
+        pc9_pca.embedding_array("pca", "pc9").read_all(),
+        pca.transform(standardised) * signs.T,
+        atol=1e-4,
+    )
+
+
+def test_fit_sums_do_not_depend_on_the_fit_chunk(pc9_pca: Store) -> None:
+    """97-cell chunks against one chunk of all 3,650 cells: only the rounding of the chunk
+    sums' additions differs (1e-16 relative), so the panel is the same and the axes agree
+    to 1e-10."""
+    reader = pc9_pca.reader("pc9")
+    sources = [FitSource("pc9", reader, "counts")]
+    one, small = reader.n_cells, 97
+    moments = [gene_moments(sources, reader.gene_ids, None, 0, chunk_cells=c) for c in (one, small)]
+    np.testing.assert_allclose(moments[0][0], moments[1][0], rtol=1e-13)
+    np.testing.assert_allclose(moments[0][1], moments[1][1], rtol=1e-11, atol=1e-15)
+    panels = [select_variable_genes(reader.gene_ids, m, v, 2000, "counts") for m, v, _ in moments]
+    assert panels[0] == panels[1]
+    fits = [covariance(sources, panels[0], None, 0, chunk_cells=c) for c in (one, small)]
+    assert fits[0][2] == fits[1][2] == one
+    np.testing.assert_allclose(fits[0][0], fits[1][0], rtol=1e-13)
+    np.testing.assert_allclose(fits[0][1], fits[1][1], atol=1e-12)
+    axes = []
+    for _, cov, _ in fits:
+        scale = np.sqrt(np.diag(cov))
+        scale[scale == 0] = 1.0
+        axes.append(principal_axes(cov / np.outer(scale, scale), 50)[0])
+    np.testing.assert_allclose(axes[0], axes[1], atol=1e-10)
+
+
+def test_real_projection_does_not_depend_on_the_chunk(pc9_pca: Store) -> None:
+    """Bit for bit, in chunks smaller than a projection block and across blocks."""
+    embedder = PCAEmbedder.load(pc9_pca.fit_path("pca"))
+    reader = pc9_pca.reader("pc9")
+    stored = pc9_pca.embedding_array("pca", "pc9").read_all()
+    assert reader.n_cells > 3 * PROJECT_ROWS
+    for chunk in (333, reader.n_cells):
+        pieces = [
+            embedder.embed(embedder.tokenize(counts, reader.gene_ids))
+            for _, _, counts in reader.iter_chunks(chunk)
+        ]
+        np.testing.assert_array_equal(np.concatenate(pieces), stored)
 
 
 def test_pca_embedding_shape_and_provenance(store: Store) -> None:

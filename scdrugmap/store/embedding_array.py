@@ -147,13 +147,20 @@ class EmbeddingArray:
             position = end
 
     def _gather_raw(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """Scattered rows copied out of memory-mapped chunk files, one chunk at a time."""
+        """Scattered rows copied out of memory-mapped chunk files, each chunk mapped once
+        for all its rows and gathered straight into `out`: indexing the map made a
+        temporary copy of the rows first, which doubled the bytes written (with
+        `mode="clip"`, `take` writes into `out` unbuffered; the rows are in range)."""
         chunk_of = rows // self.chunk_size
         breaks = np.flatnonzero(np.diff(chunk_of)) + 1
         for lo, hi in pairwise(np.r_[0, breaks, len(rows)]):
             chunk = int(chunk_of[lo])
             mapped = self._mapped_chunk(chunk)
-            out[lo:hi] = mapped[rows[lo:hi] - self.chunk_bounds(chunk)[0]]
+            local = rows[lo:hi] - self.chunk_bounds(chunk)[0]
+            if out.dtype == mapped.dtype:
+                np.take(mapped, local, axis=0, out=out[lo:hi], mode="clip")
+            else:
+                out[lo:hi] = mapped[local]
             del mapped
 
     def read_rows(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 from scipy import sparse
 
-from scdrugmap.embed.baselines.expression import panel_matrix, transform
+from scdrugmap.embed.baselines.expression import panel_csr, panel_matrix, transform
 from scdrugmap.embed.baselines.fit import (
     FitSource,
     fit_cell_count,
@@ -85,6 +85,10 @@ class FittedBaseline:
     def expression(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> np.ndarray:
         """Normalised expression of the panel genes, dense (cells, panel)."""
         return panel_matrix(transform(counts, self.value_type), genes, self.genes)
+
+    def sparse_expression(self, counts: sparse.csr_matrix, genes: Sequence[str]):
+        """The same values as `expression`, kept as (cells, panel) CSR float32."""
+        return panel_csr(transform(counts, self.value_type), genes, self.genes)
 
     def provenance(self) -> dict:
         return {"weights_sha256": self._weights_sha256, "settings": self.settings}

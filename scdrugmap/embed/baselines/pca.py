@@ -18,6 +18,10 @@ from scdrugmap.embed.baselines.fit import FitSource, covariance, principal_axes
 from scdrugmap.embed.baselines.saved_fit import SavedFit
 from scdrugmap.progress import progress_step
 
+# Cells standardised and projected at once: 1024 x 2,000 genes is 8 MB of float32 and
+# 16 MB of float64, small beside any chunk, large enough for BLAS to run at full speed.
+PROJECT_ROWS = 1024
+
 
 class PCAEmbedder(FittedBaseline):
     name = "pca"
@@ -70,8 +74,20 @@ class PCAEmbedder(FittedBaseline):
         SavedFit(arrays=arrays, settings=settings).save(directory)
         return cls.load(directory)
 
-    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> np.ndarray:
-        return (self.expression(counts, genes) - self.mean) / self.scale
+    def tokenize(self, counts: sparse.csr_matrix, genes: Sequence[str]) -> sparse.csr_matrix:
+        """The panel's expression, still sparse: standardising makes every value non-zero,
+        so it waits for `embed`, a block of rows at a time."""
+        return self.sparse_expression(counts, genes)
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        return (batch.astype(np.float64) @ self.components.T).astype(np.float32)
+    def embed(self, batch: sparse.csr_matrix) -> np.ndarray:
+        """Standardised in float32, projected in float64, rounded once to float32, in
+        blocks of `PROJECT_ROWS` cells: a chunk's dense float64 panel at once was 160 MB
+        for 10,000 cells. Rounded to float32, a row is the same in any block (checked bit
+        for bit on the PC9 cells, in blocks of one cell to all of them)."""
+        out = np.empty((batch.shape[0], self.dim), dtype=np.float32)
+        for start in range(0, batch.shape[0], PROJECT_ROWS):
+            block = batch[start : start + PROJECT_ROWS].toarray()
+            block -= self.mean
+            block /= self.scale
+            out[start : start + PROJECT_ROWS] = block.astype(np.float64) @ self.components.T
+        return out
