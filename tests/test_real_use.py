@@ -80,8 +80,13 @@ def test_a_baseline_predictor_calls_its_own_real_cells(
     store.train_predictor(key, "logreg", f"{key}-logreg", replace=True)
     result = store.predict(f"{key}-logreg", pc9_files(real_data), samples=["control", "erlotinib"])
     assert result.gene_coverage == 1.0 and "panel" in result.coverage_basis
-    calls = result.samples.set_index("sample")["call"]
-    assert calls.to_dict() == {"control": "sensitive", "erlotinib": "resistant"}
+    samples = result.samples.set_index("sample")
+    assert samples.loc["erlotinib", "call"] == "resistant"
+    # hvg's logreg is overconfident out of fold (Brier 0.26, worse than a constant 0.25):
+    # calibrated, half the control cells fall below 0.5, so that sample is uncertain.
+    assert samples.loc["control", "call"] == ("sensitive" if key == "pca" else "uncertain")
+    means = samples["mean_prob_sensitive"]
+    assert means["control"] > 0.5 > means["erlotinib"]
 
 
 def test_a_file_missing_most_of_the_panel_is_refused_and_leaves_the_store(

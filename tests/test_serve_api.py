@@ -15,7 +15,7 @@ import pytest
 
 from scdrugmap import Store
 from scdrugmap.data.obs_columns import CellColumns
-from scdrugmap.predict.train import load_predictor
+from scdrugmap.predict.train import load_calibration, load_predictor
 from scdrugmap.serve.uploads import MAX_STAGED, StagedUpload, StagedUploads
 from tests.data_files import write_10x_h5, write_cells_by_genes, write_h5ad
 from tests.serve_server import (
@@ -94,7 +94,12 @@ def test_the_store_is_listed(client: httpx.Client) -> None:
     assert predictor["cross_validated"]["split"] == "pooled"
     record = client.get(f"/api/predictors/{PREDICTOR}").json()
     assert record["embedding"]["model"] == "pca" and record["n_cells"] == 240
-    assert [f["figure"] for f in record["figures"]] == ["roc_pr", "f1_by_dataset", "f1_bars"]
+    assert [f["figure"] for f in record["figures"]] == [
+        "roc_pr",
+        "f1_by_dataset",
+        "f1_bars",
+        "reliability",
+    ]
     (run,) = client.get("/api/runs").json()
     results = client.get("/api/results").json()
     assert {r["run_id"] for r in results} == {run["run_id"]}
@@ -104,7 +109,7 @@ def test_the_store_is_listed(client: httpx.Client) -> None:
 
 
 def test_predictor_figures_are_png_and_svg(client: httpx.Client) -> None:
-    for figure in ("roc_pr", "f1_by_dataset", "f1_bars"):
+    for figure in ("roc_pr", "f1_by_dataset", "f1_bars", "reliability"):
         png = client.get(f"/api/predictors/{PREDICTOR}/figures/{figure}.png")
         assert png.headers["content-type"] == "image/png"
         assert png.content.startswith(b"\x89PNG")
@@ -128,8 +133,11 @@ def test_a_table_upload_gives_the_predictors_calls(client, store: Store, tmp_pat
         "barcode",
         "sample",
         "prob_sensitive",
+        "prob_sensitive_raw",
         "call",
         "no_call_reason",
+        "domain_score",
+        "in_domain",
         "map_x",
         "map_y",
     ]
@@ -137,10 +145,12 @@ def test_a_table_upload_gives_the_predictors_calls(client, store: Store, tmp_pat
     as_json = pd.DataFrame(client.get(f"/api/jobs/{job['id']}/cells.json").json()["cells"])
     pd.testing.assert_frame_equal(as_json, cells, check_dtype=False, atol=1e-6)
 
-    # The server's probabilities are the kept predictor's on the stored embedding.
+    # The server's probabilities are the kept predictor's on the stored embedding, calibrated.
     stored = store.cells(f"dataset_id = '{job['dataset_id']}'", labelled=False)
     _, model = load_predictor(store, PREDICTOR)
-    expected = model.predict_proba(store.load_embedding("pca", stored))[:, 1]
+    raw = model.predict_proba(store.load_embedding("pca", stored))[:, 1]
+    expected = load_calibration(store, PREDICTOR)(raw)
+    np.testing.assert_allclose(cells["prob_sensitive_raw"], raw, atol=1e-6)
     np.testing.assert_allclose(cells["prob_sensitive"], expected, atol=1e-6)
     assert (cells["call"] == np.where(expected >= 0.5, "sensitive", "resistant")).all()
     listed = {d["dataset_id"]: d for d in client.get("/api/datasets").json()}

@@ -6,11 +6,14 @@ downloads a browser of its own.
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
 
 from tests.serve_server import (
@@ -23,6 +26,7 @@ from tests.serve_server import (
     store_with_predictor,
     write_pc9_h5ad,
 )
+from tests.synthetic import counts_matrix, write_genes_by_cells
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Chromium as root in a container, on a machine with no way out: no sandbox, no GPU,
@@ -97,13 +101,16 @@ def _loaded(page, selector: str) -> bool:
 def test_an_upload_shows_its_calls_map_and_histograms(page, tmp_path) -> None:
     page.wait_for_selector("#predictor option[value='pca-logreg']", state="attached")
     page.wait_for_function(
-        "() => document.querySelectorAll('#predictor-figures img').length === 3 && "
+        "() => document.querySelectorAll('#predictor-figures img').length === 4 && "
         "[...document.querySelectorAll('#predictor-figures img')]"
         ".every(img => img.complete && img.naturalWidth > 0)"
     )
     about = page.inner_text("#predictor-about")
     assert "logreg on the pca embedding" in about
     assert "held out by" in about and "MCC" in about and "calling every cell sensitive" in about
+    assert "Probabilities calibrated by" in about and "out-of-fold ECE" in about
+    figures = page.locator("#predictor-figures img")
+    assert "/figures/reliability.png" in figures.nth(3).get_attribute("src")
 
     page.set_input_files("#file", str(patient_table(tmp_path / "patient-b.tsv", resistant=True)))
     page.click("#run")
@@ -123,6 +130,41 @@ def test_an_upload_shows_its_calls_map_and_histograms(page, tmp_path) -> None:
     assert _loaded(page, "#map") and _loaded(page, "#histogram")
     assert page.get_attribute("#cells-csv", "href").endswith("/cells.csv")
     assert page.is_hidden("#error")
+    assert page.is_hidden("#domain-warning")
+
+
+def test_cells_unlike_the_training_cells_are_marked_outside_the_domain(page, tmp_path) -> None:
+    """Marker genes 256-fold up where the predictor's resistant cells carry them 4-fold:
+    every cell lies beyond the training cells, and the page says the call extrapolates."""
+    counts = counts_matrix(40, True, 71, fold_change=256.0)
+    page.set_input_files("#file", str(write_genes_by_cells(tmp_path / "far.tsv", counts)))
+    page.click("#run")
+    page.wait_for_selector("#domain-warning:not([hidden])")
+    warning = page.inner_text("#domain-warning")
+    assert "Sample far: outside the predictor's domain (0 % of its called cells" in warning
+    sample_row = page.locator("#samples-table tbody tr").first.inner_text()
+    assert "outside the predictor's domain" in sample_row
+    headers = page.locator("#cells-table th").all_inner_texts()
+    assert headers[-2:] == ["domain_score", "in_domain"]
+    in_domain = page.locator("#cells-table tbody tr td:last-child").all_inner_texts()
+    assert set(in_domain) == {"false"}
+
+
+def test_a_sample_of_both_kinds_of_cells_is_shown_uncertain(page, page_url, tmp_path) -> None:
+    counts = np.vstack([counts_matrix(30, False, 72), counts_matrix(30, True, 73)])
+    page.set_input_files("#file", str(write_genes_by_cells(tmp_path / "both.tsv", counts)))
+    page.click("#run")
+    page.wait_for_selector("#results:not([hidden])")
+    headers = page.locator("#samples-table th").all_inner_texts()
+    assert "fraction 95 % interval" in headers and "fraction_low" not in headers
+    row = page.locator("#samples-table tbody tr").first
+    cells = dict(zip(headers, row.locator("td").all_inner_texts(), strict=True))
+    assert cells["call"] == "uncertain" and row.get_attribute("class") == "uncertain"
+    (summary,) = httpx.get(f"{page_url}/api/jobs/{_newest_job(page_url)['id']}/samples.json").json()
+    assert summary["fraction_low"] < 0.5 < summary["fraction_high"]
+    low, high = cells["fraction 95 % interval"].split("–")
+    assert float(low) == pytest.approx(summary["fraction_low"], abs=5e-4)
+    assert float(high) == pytest.approx(summary["fraction_high"], abs=5e-4)
 
 
 def _results_shown(page) -> dict[str, str]:
@@ -214,3 +256,31 @@ def test_an_earlier_job_reopens_from_the_list_as_it_finished(pc9_page, pc9_url, 
     row.locator("button").click()
     assert _results_shown(pc9_page) == finished
     assert "current" in row.get_attribute("class")
+
+
+def test_a_finished_job_shows_the_genes_behind_its_calls(pc9_page, pc9_url, tmp_path):
+    cells = {"control": PC9_UNSEEN, "erlotinib": PC9_UNSEEN}
+    pc9_page.set_input_files("#file", str(write_pc9_h5ad(tmp_path / "genes.h5ad", cells)))
+    pc9_page.wait_for_selector("#upload-status:has-text('genes.h5ad: 100 cells')")
+    pc9_page.click("#run")
+    _results_shown(pc9_page)
+    assert pc9_page.is_hidden("#genes-result")
+    pc9_page.click("#rank-genes")
+    pc9_page.wait_for_selector("#genes-result:not([hidden])")
+    pc9_page.wait_for_function(
+        "() => document.getElementById('volcano').complete && "
+        "document.getElementById('volcano').naturalWidth > 0"
+    )
+    base = f"{pc9_url}/api/jobs/{_newest_job(pc9_url)['id']}"
+    ranked = httpx.get(f"{base}/genes.json?top=15").raise_for_status().json()
+    sizes = ranked["group_sizes"]
+    assert sizes["resistant"] + sizes["sensitive"] + ranked["n_no_call"] == 100
+    table = pd.read_csv(io.StringIO(httpx.get(f"{base}/genes.csv").text), keep_default_na=False)
+    for group in ("resistant", "sensitive"):
+        shown = pc9_page.locator(f"#genes-{group} tbody tr td:first-child").all_inner_texts()
+        assert shown == [row["gene"] for row in ranked["top"][group]]
+        assert shown == table[table["group"] == group]["gene"].head(15).tolist()
+    status = pc9_page.inner_text("#genes-status")
+    assert f"between {sizes['resistant']} cells called resistant" in status
+    assert pc9_page.get_attribute("#volcano-svg", "href").endswith("/genes/volcano.svg")
+    assert httpx.get(f"{base}/genes/volcano.svg").text.lstrip().startswith("<?xml")

@@ -27,6 +27,21 @@ Rules (tp, fp, fn: sensitive-class counts at the threshold):
   sensitive, 2 n_s / (2 n_s + n_r). F1 rises with the share of sensitive cells
   whatever the classifier does (a label-shuffled run can score 0.7), so F1 means
   something only next to this; NaN when the test cells hold no sensitive cell.
+
+Calibration (`calibration_metrics`): how far the probabilities are from the share of
+sensitive cells among the cells given them; both are defined whenever there are test
+cells, with one class too, and lower is better.
+
+- ece, the expected calibration error: the probabilities of sensitivity are put in
+  CALIBRATION_BINS = 10 equal-width bins of [0, 1] ([0, 0.1), ..., [0.9, 1.0], 1.0 in
+  the last), and ECE = sum over bins of (cells in the bin / all cells) x |mean
+  probability in the bin - share of sensitive cells in the bin|.
+- brier: the mean of (probability - label)^2.
+- `<name>_calibrated`: the same of the probabilities after a calibrator fitted on the
+  fold's training cells only (classify/calibration.py).
+
+`wilson_interval` gives the 95 % Wilson score interval of a share (k of n), for the share
+of a sample's cells called sensitive.
 """
 
 from __future__ import annotations
@@ -52,6 +67,12 @@ METRIC_NAMES = (
     "balanced_accuracy",
     "accuracy",
 )
+
+CALIBRATION_BINS = 10
+CALIBRATION_METRIC_NAMES = ("ece", "brier")
+CALIBRATED_SUFFIX = "_calibrated"
+# The two-sided 95 % normal quantile, for Wilson intervals.
+Z_95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -171,3 +192,90 @@ def mean_sem(values: Sequence[float]) -> tuple[float, float, int]:
     mean = float(finite.mean())
     sem = float(finite.std(ddof=1) / math.sqrt(n)) if n >= 2 else math.nan
     return mean, sem, n
+
+
+def _bin_of(prob: np.ndarray, n_bins: int) -> np.ndarray:
+    """Equal-width bins of [0, 1]; a probability of exactly 1 falls in the last."""
+    return np.minimum((prob * n_bins).astype(np.int64), n_bins - 1)
+
+
+def reliability_bins(
+    y_true: np.ndarray, prob_sensitive: np.ndarray, n_bins: int = CALIBRATION_BINS
+) -> dict[str, list]:
+    """Per equal-width bin of the probability of sensitivity: its edges, how many cells
+    fell in it, how many of them are sensitive, and their mean probability (None for an
+    empty bin). Enough to draw a reliability diagram, or compute ECE, without the cells."""
+    y, prob = _validated(y_true, prob_sensitive)
+    bins = _bin_of(prob, n_bins)
+    n_cells = np.bincount(bins, minlength=n_bins)
+    n_sensitive = np.bincount(bins, weights=y, minlength=n_bins)
+    sums = np.bincount(bins, weights=prob, minlength=n_bins)
+    return {
+        "edges": [i / n_bins for i in range(n_bins + 1)],
+        "n_cells": [int(n) for n in n_cells],
+        "n_sensitive": [int(n) for n in n_sensitive],
+        "mean_prob": [float(s / n) if n else None for s, n in zip(sums, n_cells, strict=True)],
+    }
+
+
+def ece_from_bins(bins: dict[str, list]) -> float:
+    """The expected calibration error of `reliability_bins` (NaN without cells)."""
+    total = sum(bins["n_cells"])
+    if total == 0:
+        return math.nan
+    return float(
+        sum(
+            n * abs(mean - k / n)
+            for n, k, mean in zip(bins["n_cells"], bins["n_sensitive"], bins["mean_prob"])
+            if n
+        )
+        / total
+    )
+
+
+def expected_calibration_error(
+    y_true: np.ndarray, prob_sensitive: np.ndarray, n_bins: int = CALIBRATION_BINS
+) -> float:
+    """ECE over `n_bins` equal-width bins of the probability of sensitivity (see above)."""
+    return ece_from_bins(reliability_bins(y_true, prob_sensitive, n_bins))
+
+
+def brier_score(y_true: np.ndarray, prob_sensitive: np.ndarray) -> float:
+    """Mean squared difference of probability and label (NaN without cells)."""
+    y, prob = _validated(y_true, prob_sensitive)
+    return float(np.mean((prob - y) ** 2)) if y.size else math.nan
+
+
+def calibration_metrics(
+    y_true: np.ndarray, prob_sensitive: np.ndarray, suffix: str = ""
+) -> dict[str, MetricValue]:
+    """ece and brier of one test set, named `<metric><suffix>`."""
+    y, prob = _validated(y_true, prob_sensitive)
+    if y.size == 0:
+        return {
+            f"{name}{suffix}": MetricValue.undefined(f"no test cells: {name} undefined")
+            for name in CALIBRATION_METRIC_NAMES
+        }
+    return {
+        f"ece{suffix}": MetricValue(expected_calibration_error(y, prob), None),
+        f"brier{suffix}": MetricValue(brier_score(y, prob), None),
+    }
+
+
+def wilson_interval(
+    successes: np.ndarray, n: np.ndarray, z: float = Z_95
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Wilson score interval of the share `successes / n` (95 % by default), NaN
+    where n is 0. Unlike the normal approximation it stays inside [0, 1] and is not
+    zero-width at a share of 0 or 1, which matters for small samples."""
+    k = np.asarray(successes, dtype=np.float64)
+    count = np.asarray(n, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = k / count
+        z2 = z * z
+        denominator = 1.0 + z2 / count
+        centre = (share + z2 / (2 * count)) / denominator
+        half = z / denominator * np.sqrt(share * (1 - share) / count + z2 / (4 * count * count))
+        low = np.where(count > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
+        high = np.where(count > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
+    return low, high

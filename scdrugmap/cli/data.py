@@ -188,11 +188,22 @@ def sql(ctx: click.Context, query: str, limit: int | None, timeout: float, as_js
     Tables: datasets, cells (cells.content_hash: a hash of the cell's genes and
     values, equal for identical cells in any file or gene order), embeddings,
     failures (cells an embedding saw nothing of), splits, runs, results,
-    predictions, predictors, zeroshot_failures; views cell_meta (cells joined
+    predictions (per-cell held-out probabilities; domain_score and in_domain,
+    the cell's applicability domain where one was applied, else NULL),
+    predictors, zeroshot_failures; views cell_meta (cells joined
     with their data set's metadata) and shared_cells (per dataset_id and
     other_dataset_id: n_shared, its cells identical to cells of the other;
     n_conflicting, those with a copy of the opposite label). Statements that
     write are refused.
+
+    Calibration: results.metric includes ece (expected calibration error, 10
+    equal-width bins of the probability of sensitivity) and brier per fold,
+    and for evaluate runs ece_calibrated and brier_calibrated, after a
+    calibrator fitted on the fold's training cells only;
+    predictions.prob_calibrated is each held-out cell's probability after it
+    (NULL where a run calibrated nothing); predictors.calibration is JSON of
+    how a predictor is calibrated (method, grouping, ece_raw, ece_calibrated,
+    brier_raw, brier_calibrated, reliability bins).
 
     \b
     Example:

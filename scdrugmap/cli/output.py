@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from scdrugmap.workflows.results import Storage
 
 RESULTS_TITLE = "results: mean ± s.e.m. over folds (all test cells of each fold)"
+CALIBRATION_TITLE = (
+    "calibration of held-out probabilities: ECE (10 equal-width bins) and Brier score, "
+    "before and after each fold's calibrator; lower is better"
+)
 
 
 def print_frame(frame: pd.DataFrame, as_json: bool, title: str | None = None) -> None:
@@ -110,10 +114,13 @@ def report_run(record: RunRecord, as_json: bool) -> None:
 
 def print_results(store: Storage, as_json: bool, scope: str) -> None:
     """The store's latest results: the table people read, or one summary record per row."""
-    from scdrugmap.workflows.results import results_summary, results_table
+    from scdrugmap.workflows.results import calibration_table, results_summary, results_table
 
     if as_json:
         print_frame(results_summary(store, scope), True)
         return
     results = store.results()
     print_frame(results_table(results) if not results.empty else results, False, RESULTS_TITLE)
+    calibration = calibration_table(results) if not results.empty else results
+    if not calibration.empty:
+        print_frame(calibration, False, CALIBRATION_TITLE)

@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scdrugmap.classify.metrics import wilson_interval
 from scdrugmap.embed.runner import LowCoverageError
 from scdrugmap.errors import InputError, StoreError
-from scdrugmap.predict.train import load_predictor
+from scdrugmap.predict.domain import cell_domain, sample_domain
+from scdrugmap.predict.train import load_calibration, load_domain_index, load_predictor
 from scdrugmap.provenance import file_sha256, settings_hash, utc_now
 
 OUTPUT_SUFFIXES = (".csv", ".h5ad")
@@ -32,6 +34,8 @@ MIN_COVERAGE = 0.5
 # (a missing gene is read as zero).
 MIN_PANEL_COVERAGE = 0.5
 NO_CALL = "no call"
+# A sample whose share of sensitive cells could be either side of one half.
+UNCERTAIN = "uncertain"
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Predictions:
     features: np.ndarray  # the cells' embedding rows, in `cells` order (for maps and h5ad)
     gene_coverage: float  # see `coverage_basis`
     coverage_basis: str  # what `gene_coverage` is the share of
+    # The predictor's domain quantile (predict/domain.py); None when it keeps no index.
+    domain_quantile: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ def _fold_in_adapter(store, embedder, embedding: dict, recipe: dict) -> None:
     embedder.load_recipe = recipe
 
 
-def _embedder_as_trained(store, record: dict, checkpoint, device: str, options: dict):
+def embedder_as_trained(store, record: dict, checkpoint, device: str, options: dict):
     from scdrugmap.embed.build import build_embedder
 
     embedding = record["embedding"]
@@ -102,8 +108,13 @@ def _embedder_as_trained(store, record: dict, checkpoint, device: str, options: 
 
 
 def per_sample(cells: pd.DataFrame) -> pd.DataFrame:
-    """Each sample's cells, how many got a call, the mean probability of sensitivity and the
-    share called sensitive among those, and the sample's call."""
+    """Each sample's cells, how many got a call, the mean (calibrated) probability of
+    sensitivity, the share called sensitive among those with its 95 % Wilson interval
+    (`fraction_low`, `fraction_high`), and the sample's call: sensitive or resistant when
+    that interval lies wholly above or below 0.5, uncertain when it holds 0.5 (about half
+    the cells each way, or too few cells to tell), no call without called cells; with
+    the cells' domain, the share of called cells in it (`fraction_in_domain`) and
+    `domain_note`, "outside the predictor's domain" when under half are."""
     called = cells["call"] != NO_CALL
     grouped = cells.assign(called=called, sensitive=cells["call"] == "sensitive").groupby(
         "sample", sort=True
@@ -117,14 +128,19 @@ def per_sample(cells: pd.DataFrame) -> pd.DataFrame:
             "fraction_sensitive": grouped["sensitive"].sum() / n_called.where(n_called > 0),
         }
     ).reset_index()
-    mean = summary["mean_prob_sensitive"]
-    summary["call"] = np.where(
-        mean.isna(), NO_CALL, np.where(mean >= 0.5, "sensitive", "resistant")
+    low, high = wilson_interval(grouped["sensitive"].sum().to_numpy(), n_called.to_numpy())
+    summary["fraction_low"], summary["fraction_high"] = low, high
+    summary["call"] = np.select(
+        [n_called.to_numpy() == 0, low > 0.5, high < 0.5],
+        [NO_CALL, "sensitive", "resistant"],
+        UNCERTAIN,
     )
+    if "in_domain" in cells:
+        summary = summary.merge(sample_domain(cells, called), on="sample", how="left")
     return summary
 
 
-def _baseline_panel(embedder) -> list[str] | None:
+def baseline_panel(embedder) -> list[str] | None:
     from scdrugmap.embed.baselines.base import FittedBaseline
 
     return embedder.genes if isinstance(embedder, FittedBaseline) else None
@@ -156,9 +172,12 @@ def _mean_cell_coverage(store, key: str, dataset_id: str, embedder) -> _Coverage
     )
 
 
-def _calls(store, key: str, cells: pd.DataFrame, prob: np.ndarray) -> pd.DataFrame:
-    """Probabilities and calls, with none for cells the embedding saw nothing of (their
-    rows are one shared vector): NaN, NO_CALL and the reason from `failures`."""
+def cell_calls(
+    store, key: str, cells: pd.DataFrame, raw: np.ndarray, calibrated: np.ndarray
+) -> pd.DataFrame:
+    """Probabilities (`prob_sensitive` calibrated, `prob_sensitive_raw` the classifier's)
+    and calls from the calibrated one, with none for cells the embedding saw nothing of
+    (their rows are one shared vector): NaN, NO_CALL and the reason from `failures`."""
     failed = store.query(
         "SELECT cell_index, reason FROM failures WHERE key = ? AND dataset_id = ?",
         [key, str(cells["dataset_id"].iloc[0]) if len(cells) else ""],
@@ -169,9 +188,12 @@ def _calls(store, key: str, cells: pd.DataFrame, prob: np.ndarray) -> pd.DataFra
         else pd.Series(None, index=cells.index, dtype=object)
     )
     no_call = reason.notna().to_numpy()
-    prob = np.where(no_call, np.nan, prob).astype(np.float32)
+    raw = np.where(no_call, np.nan, raw).astype(np.float32)
+    prob = np.where(no_call, np.nan, calibrated).astype(np.float32)
     call = np.where(no_call, NO_CALL, np.where(prob >= 0.5, "sensitive", "resistant"))
-    return cells.assign(prob_sensitive=prob, call=call, no_call_reason=reason.fillna(""))
+    return cells.assign(
+        prob_sensitive=prob, prob_sensitive_raw=raw, call=call, no_call_reason=reason.fillna("")
+    )
 
 
 def predict_files(
@@ -192,12 +214,17 @@ def predict_files(
     from scdrugmap.store.storage import check_key
 
     record, model = load_predictor(store, predictor)
-    embedder = _embedder_as_trained(store, record, checkpoint, device, options or {})
+    calibrator = load_calibration(store, predictor)
+    embedder = embedder_as_trained(store, record, checkpoint, device, options or {})
     dataset_id = check_key(dataset_id or f"{predictor}-{utc_now():%Y%m%d-%H%M%S}", "data set id")
-    reading = IngestOptions(dataset_id, samples=list(samples or []), sample_column=sample_column)
+    # A baseline fitted on normalised values (a SCAD table) reads uploads of that kind.
+    values = getattr(embedder, "value_type", None) or "counts"
+    reading = IngestOptions(
+        dataset_id, samples=list(samples or []), sample_column=sample_column, values=values
+    )
     store.add_prepared(prepare_dataset([Path(f) for f in files], reading))
     key = record["embedding"]["key"]
-    panel = _baseline_panel(embedder)
+    panel = baseline_panel(embedder)
     coverage = (
         _panel_coverage(store, dataset_id, embedder, panel, files) if panel is not None else None
     )
@@ -225,7 +252,11 @@ def predict_files(
         columns=("dataset_id", "cell_index", "barcode", "sample"),
     )
     features = store.load_embedding(key, cells)
-    cells = _calls(store, key, cells, model.predict_proba(features)[:, 1])
+    raw = model.predict_proba(features)[:, 1]
+    calibrated = raw if calibrator is None else calibrator(raw)
+    cells = cell_calls(store, key, cells, raw, calibrated)
+    domain = load_domain_index(store, predictor)
+    cells = cells.assign(**cell_domain(domain, features, (cells["call"] != NO_CALL).to_numpy()))
     coverage = coverage or _mean_cell_coverage(store, key, dataset_id, embedder)
     return Predictions(
         predictor,
@@ -236,6 +267,7 @@ def predict_files(
         features,
         coverage.value,
         coverage.basis,
+        domain.quantile if domain is not None else None,
     )
 
 
@@ -268,6 +300,8 @@ def write_predictions(store, result: Predictions, out: str | os.PathLike) -> lis
             "predictor": result.predictor,
             "gene_coverage": result.gene_coverage,
             "coverage_basis": result.coverage_basis,
+            # h5ad holds no None: left out for a predictor without a domain index.
+            **({"domain_quantile": result.domain_quantile} if result.domain_quantile else {}),
         },
     )
     adata.write_h5ad(out)

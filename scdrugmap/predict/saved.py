@@ -3,21 +3,26 @@
 A predictor may be shared and loaded by a web service, so unpickling one
 must never be able to execute anything: linear models and k-NN are plain
 arrays (`.npz` read with `allow_pickle=False`), LightGBM is its own text
-model, the MLP head is safetensors.
+model, the MLP head is safetensors. The calibrator beside the classifier is JSON: Platt's
+two numbers, or the isotonic thresholds (floats written as Python's shortest repr, which
+reads back to the very same doubles, so a reloaded predictor gives the same probabilities).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from scdrugmap.classify.calibration import Calibrator
 from scdrugmap.errors import StoreError
 
 LINEAR = "linear.npz"
 NEIGHBOURS = "neighbours.npz"
 TREES = "lightgbm.txt"
 HEAD = "mlp.safetensors"
+CALIBRATOR = "calibration.json"
 
 
 def _standardised(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -119,3 +124,21 @@ def load_classifier(kind: str, folder: Path):
 
         return MLPHeadClassifier.from_state_dict(load_file(str(folder / HEAD)))
     raise StoreError(f"no saved form for classifier {kind!r}")
+
+
+def save_calibrator(calibrator: Calibrator, folder: Path) -> str:
+    """Write a fitted calibrator as JSON into `folder`; returns the file it wrote."""
+    (folder / CALIBRATOR).write_text(json.dumps(calibrator.to_json()))
+    return CALIBRATOR
+
+
+def load_calibrator(folder: Path) -> Calibrator | None:
+    """The calibrator `save_calibrator` wrote, or None for a predictor kept without one
+    (trained before calibration existed, or on cells that could not be cross-validated)."""
+    path = folder / CALIBRATOR
+    if not path.is_file():
+        return None
+    try:
+        return Calibrator.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as error:
+        raise StoreError(f"{path}: not a calibrator scdrugmap wrote ({error})") from error

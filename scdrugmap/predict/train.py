@@ -6,6 +6,15 @@ settings hash), the cells it was fitted on, the metrics of the matching
 cross-validated run when there is one, and package versions. It is written
 to a staging folder and moved into place whole, so a predictor is either
 complete or absent.
+
+Beside the classifier it keeps a calibrator (classify/calibration.py), chosen and fitted
+by cross-validation on the same training cells, and in its record how that went: the
+method, how the inner folds held cells out, and the reliability bins, ECE and Brier
+score of the training cells' out-of-fold probabilities before and after calibration, so
+a page can draw its reliability diagram without fitting anything again.
+
+It also keeps the index of its applicability domain (predict/domain.py): where its
+training cells lie in the embedding space, so a new cell far from all of them is flagged.
 """
 
 from __future__ import annotations
@@ -18,10 +27,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scdrugmap.classify.calibration import Calibrator, fit_calibration
 from scdrugmap.classify.classifiers import make_classifier
+from scdrugmap.classify.evaluate import _copy_hashes
 from scdrugmap.classify.selection import choose_for_embedding, failed_cells, leave_out
 from scdrugmap.errors import InputError, StoreError
-from scdrugmap.predict.saved import load_classifier, save_classifier
+from scdrugmap.predict.domain import (
+    QUANTILE,
+    DomainIndex,
+    build_domain,
+    check_quantile,
+    load_domain,
+)
+from scdrugmap.predict.saved import (
+    load_calibrator,
+    load_classifier,
+    save_calibrator,
+    save_classifier,
+)
 from scdrugmap.provenance import canonical_json, package_versions, utc_now
 from scdrugmap.store.catalog import connect
 
@@ -90,11 +113,14 @@ def train_predictor(
     where: str | None = None,
     seed: int = 0,
     replace: bool = False,
+    domain_quantile: float = QUANTILE,
 ) -> dict:
-    """Fit on all selected labelled cells and save; returns the predictor's record."""
+    """Fit on all selected labelled cells and save; returns the predictor's record.
+    `domain_quantile`: the share of training-like cells its domain admits."""
     from scdrugmap.store.storage import check_key
 
     check_key(name, "predictor name")
+    check_quantile(domain_quantile)
     folder = predictor_path(store, name)
     if folder.exists() and not replace:
         raise StoreError(f"predictor {name!r} exists; choose another --name or pass --replace")
@@ -102,13 +128,26 @@ def train_predictor(
     where = chosen.where
     provenance = _embedding_provenance(store, embedding)
     model = make_classifier(classifier, seed=seed, n_jobs=os.cpu_count() or 1)
-    cells = store.cells(where, columns=("dataset_id", "cell_index", "label"))
+    cells = store.cells(
+        where,
+        columns=("dataset_id", "cell_index", "label", "sample", "n_genes", "content_hash"),
+    )
     cells, left_notes = leave_out(cells, [failed_cells(store, embedding)])
     if cells.empty:
         raise InputError("the selection holds no labelled cells; check it with `scdrugmap sql`")
     features = store.load_embedding(embedding, cells)
     labels = (cells["label"] == "sensitive").to_numpy(dtype=np.int8)
     model.fit(features, labels)
+    domain = build_domain(features, quantile=domain_quantile, seed=seed)
+    calibration = fit_calibration(
+        lambda: make_classifier(classifier, seed=seed, n_jobs=os.cpu_count() or 1),
+        features,
+        labels,
+        (cells["dataset_id"] + "/" + cells["sample"]).to_numpy(dtype=str),
+        cells["dataset_id"].to_numpy(dtype=str),
+        _copy_hashes(cells),
+        seed=seed,
+    )
     record = {
         "name": name,
         "classifier": classifier,
@@ -120,6 +159,8 @@ def train_predictor(
         "n_sensitive": int(labels.sum()),
         "embedding": provenance,
         "cross_validated": _cross_validated(store, embedding, classifier, where),
+        "calibration": calibration.summary(),
+        "domain": domain.summary(),
         "versions": package_versions(),
         "created_at": utc_now().isoformat(),
     }
@@ -127,6 +168,10 @@ def train_predictor(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     record["model_file"] = save_classifier(classifier, model, staging)
+    record["calibration"]["file"] = (
+        save_calibrator(calibration.calibrator, staging) if calibration.calibrator else None
+    )
+    domain.save(staging)
     np.savez_compressed(
         staging / CELLS,
         dataset_id=cells["dataset_id"].to_numpy(dtype=str),
@@ -150,6 +195,7 @@ def _catalog_row(store, record: dict) -> None:
                 "selection": record["selection"],
                 "n_cells": record["n_cells"],
                 "cross_validated": canonical_json(record["cross_validated"]),
+                "calibration": canonical_json(record["calibration"]),
                 "created_at": pd.Timestamp(record["created_at"]),
             }
         ]
@@ -169,6 +215,17 @@ def read_predictor_record(store, name: str) -> dict:
 
 
 def load_predictor(store, name: str) -> tuple[dict, object]:
-    """(record, model with predict_proba) of a saved predictor."""
+    """(record, model with predict_proba) of a saved predictor: the raw classifier;
+    `load_calibration` gives what turns its probabilities into the calibrated ones."""
     record = read_predictor_record(store, name)
     return record, load_classifier(record["classifier"], predictor_path(store, name))
+
+
+def load_calibration(store, name: str) -> Calibrator | None:
+    """A saved predictor's calibrator; None for one kept without (see saved.py)."""
+    return load_calibrator(predictor_path(store, name))
+
+
+def load_domain_index(store, name: str) -> DomainIndex | None:
+    """A saved predictor's domain index; None for one trained before indexes were kept."""
+    return load_domain(predictor_path(store, name))

@@ -18,7 +18,9 @@ import pandas as pd
 from scdrugmap.classify.classifiers import LORA_CLASSIFIER
 from scdrugmap.report.chance import controlled_metrics, fit_overlap_notes, ranked, with_controls
 from scdrugmap.report.tables import (
+    CALIBRATION_METRICS,
     DEFAULT_METRICS,
+    LOWER_IS_BETTER,
     METRIC_LABELS,
     summarise,
     table_from_summary,
@@ -58,7 +60,8 @@ def _e(value: object) -> str:
 
 
 def _best_cells(summary: pd.DataFrame, metrics: Sequence[str]) -> set[tuple[object, str]]:
-    """(row index, metric) of the highest mean per split (and data set): all metrics rise."""
+    """(row index, metric) of the best mean per split (and data set): the highest, or the
+    lowest for the calibration errors (ECE, Brier)."""
     groups = ["split", "dataset_id"] if "dataset_id" in summary.columns else ["split"]
     best = set()
     for metric in (m for m in metrics if m not in _REFERENCES):
@@ -68,7 +71,8 @@ def _best_cells(summary: pd.DataFrame, metrics: Sequence[str]) -> set[tuple[obje
         for _, group in summary.groupby(groups, dropna=False):
             values = group[column]
             if len(group) > 1 and values.notna().any():
-                best.update((i, metric) for i in values.index[values == values.max()])
+                target = values.min() if metric in LOWER_IS_BETTER else values.max()
+                best.update((i, metric) for i in values.index[values == target])
     return best
 
 
@@ -130,6 +134,7 @@ def _figures(
     results: pd.DataFrame, pooled: pd.DataFrame, out_dir: Path, curves: pd.DataFrame
 ) -> list[tuple[str, str]]:
     from scdrugmap.report.figures import plot_f1_bars, plot_metric_heatmap, plot_roc_pr
+    from scdrugmap.report.reliability import plot_reliability, reliability_panels
 
     figures = []
     if "auroc_mean" in pooled.columns:
@@ -142,6 +147,22 @@ def _figures(
     if roc_pr is not None:
         figures.append(
             (roc_pr.name, "ROC and precision-recall curves of held-out cells, folds pooled.")
+        )
+    reliability = plot_reliability(
+        reliability_panels(curves),
+        out_dir / "reliability.png",
+        "Reliability of held-out cells' probabilities, folds pooled",
+    )
+    if reliability is not None:
+        figures.append(
+            (
+                reliability.name,
+                "Reliability diagrams of held-out cells: the share of sensitive cells against "
+                "the mean probability of sensitivity in 10 equal-width bins (marker area: "
+                "cells), before and after each fold's calibrator, which was chosen and "
+                "fitted by cross-validation on that fold's training cells only; a "
+                "calibrated classifier lies on the diagonal.",
+            )
         )
     return figures
 
@@ -276,6 +297,20 @@ def write_report(
             f'<figure><img src="{_e(name)}" alt="{_e(caption)}">'
             f'<figcaption>{_e(caption)} <a href="{_e(svg)}">SVG</a></figcaption></figure>'
         )
+    calibration = summarise(real.loc[real["metric"].isin(CALIBRATION_METRICS)], "pooled")
+    if not calibration.empty:
+        sections.append(
+            "<h2>Calibration</h2>\n"
+            + _html_table(
+                calibration,
+                CALIBRATION_METRICS,
+                "Mean ± s.e.m. over folds of the held-out cells' expected calibration error "
+                "(ECE, 10 equal-width bins of the probability of sensitivity) and Brier "
+                "score, before and after each fold's calibrator (Platt or isotonic, chosen and "
+                "fitted by cross-validation on that fold's training cells only). Lower is "
+                "better; bold: best within a split.",
+            )
+        )
     versus = frozen_vs_lora(pooled)
     if not versus.empty:
         sections.append(
@@ -313,6 +348,8 @@ def write_report(
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     tables = [("Results, pooled over data sets", table_from_summary(pooled, metrics, sort=False))]
+    if not calibration.empty:
+        tables.append(("Calibration", table_from_summary(calibration, CALIBRATION_METRICS)))
     if not per_dataset.empty:
         tables.append(
             ("Results per data set", table_from_summary(per_dataset, metrics, sort=False))

@@ -18,19 +18,27 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from scdrugmap.classify.metrics import METRIC_NAMES
+from scdrugmap.classify.metrics import CALIBRATED_SUFFIX, CALIBRATION_METRIC_NAMES, METRIC_NAMES
 
 __all__ = [
+    "CALIBRATION_METRICS",
     "DEFAULT_METRICS",
+    "LOWER_IS_BETTER",
     "METRICS",
     "METRIC_LABELS",
+    "calibration_table",
     "format_mean_sem",
     "results_table",
     "summarise",
     "table_from_summary",
 ]
 
-METRICS = METRIC_NAMES
+CALIBRATION_METRICS = tuple(
+    f"{name}{suffix}" for name in CALIBRATION_METRIC_NAMES for suffix in ("", CALIBRATED_SUFFIX)
+)
+METRICS = (*METRIC_NAMES, *CALIBRATION_METRICS)
+# Errors, not scores: the best of them is the lowest.
+LOWER_IS_BETTER = frozenset(CALIBRATION_METRICS)
 # F1 only beside its chance level and MCC: F1 rises with prevalence whatever the model.
 DEFAULT_METRICS = (
     "f1_sensitive",
@@ -52,6 +60,10 @@ METRIC_LABELS = {
     "recall": "recall",
     "balanced_accuracy": "balanced accuracy",
     "accuracy": "accuracy",
+    "ece": "ECE",
+    "ece_calibrated": "ECE, calibrated",
+    "brier": "Brier",
+    "brier_calibrated": "Brier, calibrated",
 }
 CONFIG = ("embedding", "classifier", "split")
 # Kept apart when present: runs on other cell selections (`--where`), controls and real
@@ -206,3 +218,13 @@ def results_table(
     embeddings compared under one split sit together.
     """
     return table_from_summary(summarise(results, scope), metrics).reset_index(drop=True)
+
+
+def calibration_table(results: pd.DataFrame, *, scope: str = "pooled") -> pd.DataFrame:
+    """How well calibrated the held-out probabilities were: ECE and Brier score per
+    configuration before and after each fold's calibrator, 'mean ± s.e.m.' over folds, for
+    the runs that recorded them (a table of its own: the results table is full)."""
+    rows = results.loc[results["metric"].isin(CALIBRATION_METRICS)]
+    if rows.empty:
+        return pd.DataFrame()
+    return table_from_summary(summarise(rows, scope), CALIBRATION_METRICS).reset_index(drop=True)

@@ -23,12 +23,24 @@ CELL_COLUMNS = (
     "barcode",
     "sample",
     "prob_sensitive",
+    "prob_sensitive_raw",
     "call",
     "no_call_reason",
+    "domain_score",
+    "in_domain",
     "map_x",
     "map_y",
 )
-NUMBERS_THAT_MAY_BE_MISSING = ("prob_sensitive", "mean_prob_sensitive", "fraction_sensitive")
+NUMBERS_THAT_MAY_BE_MISSING = (
+    "prob_sensitive",
+    "prob_sensitive_raw",
+    "mean_prob_sensitive",
+    "fraction_sensitive",
+    "fraction_low",
+    "fraction_high",
+    "domain_score",
+    "fraction_in_domain",
+)
 # The map (PCA of the embedding, coloured by probability) and the per-sample histograms.
 FIGURES = ("map", "histogram")
 
@@ -57,7 +69,7 @@ class JobOutputs:
             # Barcodes and sample names stay text ("007" is not 7).
             self._tables[name] = pd.read_csv(
                 self.table_path(name),
-                dtype={"barcode": str, "sample": str, "no_call_reason": str},
+                dtype={"barcode": str, "sample": str, "no_call_reason": str, "domain_note": str},
                 keep_default_na=False,
                 # Empty text stays text; only an empty number is NaN (a cell with no call).
                 na_values={c: [""] for c in NUMBERS_THAT_MAY_BE_MISSING},
@@ -79,9 +91,21 @@ def write_outputs(result: Predictions, folder: Path) -> JobOutputs:
     coordinates, explained = principal_map(result.features)
     cells = result.cells.assign(map_x=coordinates[:, 0], map_y=coordinates[:, 1])
     # float64 in memory and in the CSV, so a restored job reads back the very same numbers.
-    numbers = {c: np.float64 for c in ("prob_sensitive", "map_x", "map_y")}
+    numbers = {
+        c: np.float64
+        for c in ("prob_sensitive", "prob_sensitive_raw", "domain_score", "map_x", "map_y")
+    }
     cells = cells.loc[:, list(CELL_COLUMNS)].astype(numbers).reset_index(drop=True)
-    shares = {c: np.float64 for c in ("mean_prob_sensitive", "fraction_sensitive")}
+    shares = {
+        c: np.float64
+        for c in (
+            "mean_prob_sensitive",
+            "fraction_sensitive",
+            "fraction_low",
+            "fraction_high",
+            "fraction_in_domain",
+        )
+    }
     samples = result.samples.astype(shares).reset_index(drop=True)
     outputs = JobOutputs(
         folder,

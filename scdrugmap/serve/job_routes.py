@@ -222,7 +222,12 @@ def cells_json(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_CELLS_PER_PAGE)] = 10_000,
 ) -> dict:
-    """Barcode, sample, probability of sensitivity, call and map coordinates per cell."""
+    """Barcode, sample, probability of sensitivity (`prob_sensitive`, calibrated, which the
+    call follows; `prob_sensitive_raw`, the classifier's own), call, applicability domain
+    (`domain_score`: the percentile, 0-100, of the cell's mean distance to its 10 nearest
+    training cells of the predictor among the training cells' own; `in_domain`: below the
+    predictor's domain quantile, kept in its record as `domain.quantile`; null and false
+    for a cell without a call) and map coordinates per cell."""
     cells = _finished(request, job_id).cells
     return {
         "total": len(cells),
@@ -241,6 +246,13 @@ def cells_csv(request: Request, job_id: JobId) -> FileResponse:
 
 @router.get("/jobs/{job_id}/samples.json", summary="Per-sample summaries")
 def samples_json(request: Request, job_id: JobId) -> list[dict]:
+    """Per sample: `n_cells`, `n_called` (cells with a call), `mean_prob_sensitive` (mean
+    calibrated probability), `fraction_sensitive` (share of called cells called sensitive)
+    with its 95 % Wilson interval `fraction_low`..`fraction_high`, and `call`: sensitive or
+    resistant when that interval lies wholly above or below 0.5, `uncertain` when it holds
+    0.5, `no call` when no cell got one; `fraction_in_domain` (share of the called cells in
+    the predictor's applicability domain) and `domain_note`, "outside the predictor's
+    domain" when that share is under 0.5 (the call then extrapolates), else empty."""
     return records(_finished(request, job_id).samples)
 
 

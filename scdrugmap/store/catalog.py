@@ -142,8 +142,16 @@ CREATE TABLE IF NOT EXISTS predictions (
     cell_index BIGINT NOT NULL,
     label TINYINT,
     prob_sensitive FLOAT NOT NULL,
-    predicted TINYINT NOT NULL
+    predicted TINYINT NOT NULL,
+    domain_score FLOAT,
+    in_domain BOOLEAN
 );
+-- domain_score / in_domain: a cell's applicability domain (scdrugmap.predict.domain), the
+-- percentile of its k-NN distance to the training cells among theirs and whether it is
+-- below the quantile; NULL for rows scored without a domain index (cross-validation and
+-- zero-shot runs keep none). Stores from before the columns gain them here.
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS domain_score FLOAT;
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS in_domain BOOLEAN;
 CREATE TABLE IF NOT EXISTS predictors (
     name VARCHAR PRIMARY KEY,
     embedding VARCHAR NOT NULL,
@@ -154,6 +162,13 @@ CREATE TABLE IF NOT EXISTS predictors (
     cross_validated VARCHAR,
     created_at TIMESTAMP NOT NULL
 );
+-- prob_calibrated: a held-out cell's probability after the calibrator its fold fitted on
+-- its training cells (evaluate); NULL for runs that calibrate nothing (fine-tuning,
+-- zero-shot) and runs from before calibration. calibration: JSON of how a predictor's
+-- probabilities are calibrated (method platt or isotonic, the inner folds' grouping,
+-- out-of-fold ece and brier before and after, reliability bins); NULL for older ones.
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS prob_calibrated FLOAT;
+ALTER TABLE predictors ADD COLUMN IF NOT EXISTS calibration VARCHAR;
 CREATE TABLE IF NOT EXISTS failures (
     key VARCHAR NOT NULL,
     dataset_id VARCHAR NOT NULL,

@@ -328,9 +328,10 @@ class Storage:
 
     def held_out_predictions(self, run_ids: Sequence[str]) -> pd.DataFrame:
         """run_id, label and probability of sensitivity of the labelled held-out cells of
-        runs: what ROC and precision-recall curves are drawn from."""
+        runs (raw, and `prob_calibrated` where the store has it): what ROC,
+        precision-recall and reliability curves are drawn from."""
         return self.query(
-            "SELECT run_id, label, prob_sensitive FROM predictions "
+            "SELECT * EXCLUDE (fold, dataset_id, cell_index, predicted) FROM predictions "
             "WHERE run_id IN (SELECT unnest(?)) AND label IS NOT NULL",
             [list(run_ids)],
         )

@@ -25,9 +25,9 @@ from scdrugmap.predict.predict import (
     MIN_COVERAGE,
     MIN_PANEL_COVERAGE,
     NO_CALL,
-    _baseline_panel,
-    _calls,
-    _embedder_as_trained,
+    baseline_panel,
+    cell_calls,
+    embedder_as_trained,
 )
 from scdrugmap.predict.train import load_calibration, load_predictor, read_predictor_record
 from scdrugmap.report.gene_figures import plot_volcano
@@ -86,8 +86,8 @@ def _embed_for(store: Storage, record: dict, dataset_id: str, device: str, show_
     """Embed the data set as the predictor's embedding was made, refusing one that shares
     too few genes with it (nothing is written then)."""
     key = record["embedding"]["key"]
-    embedder = _embedder_as_trained(store, record, None, device, {})
-    panel = _baseline_panel(embedder)
+    embedder = embedder_as_trained(store, record, None, device, {})
+    panel = baseline_panel(embedder)
     if panel is not None:
         present = set(store.reader(dataset_id).gene_ids)
         share = sum(g in present for g in panel) / max(len(panel), 1)
@@ -138,7 +138,7 @@ def predictor_calls(
     # Called as `predict` calls: from the calibrated probability, when the predictor has one.
     calibrator = load_calibration(store, predictor)
     calibrated = raw if calibrator is None else calibrator(raw)
-    return _calls(store, key, cells, raw, calibrated), came_from
+    return cell_calls(store, key, cells, raw, calibrated), came_from
 
 
 def _given_calls(store: Storage, dataset_id: str, calls: pd.DataFrame) -> pd.DataFrame:

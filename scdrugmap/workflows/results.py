@@ -6,10 +6,10 @@ import os
 
 import pandas as pd
 
-from scdrugmap.report.tables import results_table, summarise
+from scdrugmap.report.tables import calibration_table, results_table, summarise
 from scdrugmap.store.storage import Storage
 
-__all__ = ["open_results", "results_summary", "results_table", "summarise"]
+__all__ = ["calibration_table", "open_results", "results_summary", "results_table", "summarise"]
 
 
 def open_results(path: str | os.PathLike | None = None) -> Storage:

@@ -98,6 +98,49 @@ function figureElement(src, svg, caption) {
   return figure;
 }
 
+// How the predictor's probabilities are calibrated, from its record.
+function describeCalibration(calibration) {
+  if (!calibration || !calibration.method) {
+    const why = calibration && calibration.note ? ` (${calibration.note})` : "";
+    return `Probabilities not calibrated${why}.`;
+  }
+  const grouping = calibration.grouping ? `, held out by ${calibration.grouping}` : "";
+  return `Probabilities calibrated by ${calibration.method} (chosen by ` +
+    `${calibration.n_folds}-fold cross-validation on the training cells${grouping}): ` +
+    `out-of-fold ECE ${formatted(calibration.ece_raw)} before, ` +
+    `${formatted(calibration.ece_calibrated)} after; Brier ` +
+    `${formatted(calibration.brier_raw)} before, ${formatted(calibration.brier_calibrated)} after.`;
+}
+
+// Per-sample rows with the share's 95 % interval as one column in place of its two ends.
+function sampleRows(samples) {
+  return samples.map((sample) => {
+    const row = {};
+    for (const [key, value] of Object.entries(sample)) {
+      if (key === "fraction_high") continue;
+      if (key === "fraction_low") {
+        row["fraction 95 % interval"] = value === null || sample.fraction_high === null
+          ? ""
+          : `${formatted(value)}–${formatted(sample.fraction_high)}`;
+      } else row[key] = value;
+    }
+    return row;
+  });
+}
+
+// Samples whose cells lie mostly outside the predictor's applicability domain: their
+// calls extrapolate, and the page says so above the table rather than in a column alone.
+function showOutsideDomain(samples) {
+  const warning = $("domain-warning");
+  const outside = samples.filter((sample) => sample.domain_note);
+  warning.hidden = !outside.length;
+  warning.textContent = outside
+    .map((sample) =>
+      `Sample ${sample.sample}: ${sample.domain_note} (${Math.round(100 * sample.fraction_in_domain)} % ` +
+      "of its called cells in it); its call extrapolates from cells unlike the training cells.")
+    .join(" ");
+}
+
 async function showPredictor(name) {
   const about = $("predictor-about");
   const figures = $("predictor-figures");
@@ -119,7 +162,8 @@ async function showPredictor(name) {
     : "never cross-validated";
   about.textContent =
     `${record.name}: ${record.classifier} on the ${record.embedding.key} embedding ` +
-    `(${record.embedding.model}), fitted on ${record.n_cells} cells; ${metrics}.`;
+    `(${record.embedding.model}), fitted on ${record.n_cells} cells; ${metrics}. ` +
+    describeCalibration(record.calibration);
   if (!record.figures.length) {
     const p = document.createElement("p");
     p.textContent = "No cross-validated run of this embedding and classifier: nothing to show.";
@@ -289,11 +333,13 @@ async function showResults(job) {
     (job.gene_coverage == null
       ? ""
       : ` Gene coverage ${Math.round(job.gene_coverage * 100)}% (${job.coverage_basis}).`);
-  show("samples-table", samples, null, "no samples");
+  show("samples-table", sampleRows(samples), null, "no samples");
+  showOutsideDomain(samples);
   show(
     "cells-table",
     page.cells,
-    ["barcode", "sample", "prob_sensitive", "call", "no_call_reason"],
+    ["barcode", "sample", "prob_sensitive", "prob_sensitive_raw", "call", "no_call_reason",
+      "domain_score", "in_domain"],
     "no cells",
   );
   if (page.total > page.cells.length) {
@@ -308,7 +354,54 @@ async function showResults(job) {
   $("cells-csv").href = `${base}/cells.csv`;
   $("cells-json").href = `${base}/cells.json`;
   $("samples-csv").href = `${base}/samples.csv`;
+  resetGenes();
   $("results").hidden = false;
+}
+
+const SHOWN_GENES = 15;
+const GENE_COLUMNS = ["gene", "score", "logfoldchange", "pval_adj", "pct_resistant", "pct_sensitive"];
+
+function resetGenes() {
+  $("genes-result").hidden = true;
+  $("genes-error").hidden = true;
+  $("genes-status").textContent = "";
+  $("rank-genes").disabled = false;
+}
+
+// Adjusted p-values are mostly far below 0.001: shown in powers of ten.
+function geneRows(rows) {
+  return rows.map((row) => ({ ...row, pval_adj: row.pval_adj.toExponential(2) }));
+}
+
+// Rank the shown job's genes between its resistant and sensitive calls (kept by the
+// server after the first time), then show the top ones each way and the volcano plot.
+async function rankGenes() {
+  const jobId = shownJob;
+  resetGenes();
+  $("rank-genes").disabled = true;
+  $("genes-status").textContent = "ranking genes…";
+  try {
+    const base = `/api/jobs/${jobId}`;
+    const ranked = await api(`${base}/genes.json?top=${SHOWN_GENES}`);
+    if (shownJob !== jobId) return;
+    const sizes = ranked.group_sizes;
+    $("genes-status").textContent =
+      `${ranked.n_genes} genes ranked between ${sizes.resistant} cells called resistant and ` +
+      `${sizes.sensitive} called sensitive (${ranked.n_no_call} with no call left out).`;
+    for (const group of ["resistant", "sensitive"]) {
+      show(`genes-${group}`, geneRows(ranked.top[group]), GENE_COLUMNS, "no genes");
+    }
+    $("volcano").src = `${base}/genes/volcano.png`;
+    $("volcano-svg").href = `${base}/genes/volcano.svg`;
+    $("genes-csv").href = `${base}/genes.csv`;
+    $("genes-result").hidden = false;
+  } catch (error) {
+    if (shownJob !== jobId) return;
+    $("genes-status").textContent = "";
+    showError($("genes-error"), error.message);
+  } finally {
+    if (shownJob === jobId) $("rank-genes").disabled = false;
+  }
 }
 
 // Poll a job until it is done (then show its calls) or failed (then its error).
@@ -440,6 +533,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("file").addEventListener("change", stage);
   $("sample-column").addEventListener("change", showSampleChoice);
   $("sql-form").addEventListener("submit", runSql);
+  $("rank-genes").addEventListener("click", rankGenes);
   loadPredictors().catch(reportError);
   loadJobs().catch(reportError);
   loadDatasets().catch((error) => showError($("sql-error"), error.message));
