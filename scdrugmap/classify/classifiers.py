@@ -30,7 +30,7 @@ _DESCRIPTIONS = {
     "lightgbm": "gradient-boosted trees (LightGBM, 200 trees, lr 0.05, 31 leaves, 63 bins, "
     "half the features per tree, deterministic)",
     "mlp": "scDrugMap head: 512-512 ReLU MLP, AdamW, 10 epochs and at least 300 steps, "
-    "early stopping (numpy)",
+    "early stopping (torch where installed, numpy otherwise)",
     "knn": "standardised features + 15 nearest neighbours, distance-weighted",
 }
 

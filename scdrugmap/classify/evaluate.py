@@ -19,8 +19,14 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from scdrugmap.classify.calibration import fit_calibration
 from scdrugmap.classify.classifiers import make_classifier
-from scdrugmap.classify.metrics import compute_metrics
+from scdrugmap.classify.metrics import (
+    CALIBRATED_SUFFIX,
+    MetricValue,
+    calibration_metrics,
+    compute_metrics,
+)
 from scdrugmap.classify.selection import (
     LeftOut,
     choose_for_embedding,
@@ -28,6 +34,7 @@ from scdrugmap.classify.selection import (
     leave_out,
 )
 from scdrugmap.classify.splits import Fold, SplitPlan, make_split
+from scdrugmap.classify.threads import choose_policy, map_folds
 from scdrugmap.errors import InputError
 from scdrugmap.progress import progress_bar
 from scdrugmap.provenance import canonical_json, package_versions, utc_now
@@ -105,8 +112,26 @@ def _save_split(store_path: Path, split_id: str, plan: SplitPlan, cells: pd.Data
 
 
 def _metric_rows(
-    run_id: str, fold, scope: str, dataset_id: str | None, y: np.ndarray, prob: np.ndarray
+    run_id: str,
+    fold,
+    scope: str,
+    dataset_id: str | None,
+    y: np.ndarray,
+    prob: np.ndarray,
+    calibrated: np.ndarray | None = None,
+    not_calibrated: str | None = None,
 ) -> list[dict]:
+    """Every metric of one test set, with ece and brier of the raw probabilities and, for
+    a run that calibrates, of the `calibrated` ones (NaN with `not_calibrated` as the
+    reason when its calibrator could not be fitted)."""
+    metrics = {**compute_metrics(y, prob), **calibration_metrics(y, prob)}
+    if calibrated is not None:
+        metrics |= calibration_metrics(y, calibrated, CALIBRATED_SUFFIX)
+    elif not_calibrated is not None:
+        metrics |= {
+            f"{name}{CALIBRATED_SUFFIX}": MetricValue.undefined(not_calibrated)
+            for name in calibration_metrics(y, prob)
+        }
     return [
         {
             "run_id": run_id,
@@ -120,7 +145,7 @@ def _metric_rows(
             "n_train": len(fold.train),
             "n_test": len(y),
         }
-        for name, value in compute_metrics(y, prob).items()
+        for name, value in metrics.items()
     ]
 
 
@@ -283,26 +308,57 @@ def evaluate(
     run_id = f"run-{utc_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     results, predictions = [], []
     title = f"{embedding} × {classifier} × {split}" + (f" ({control})" if control else "")
+    # A refit per fold writes to the store, so those folds run one at a time.
+    policy = choose_policy(len(plan.folds), parallel=fold_features is None)
+    cell_index = cells["cell_index"].to_numpy()
+    # The fold's calibrator is chosen by folds within its training cells, kept apart by
+    # sample (and identical cell) as the outer folds are; what each fold chose is recorded.
+    samples = (cells["dataset_id"] + "/" + cells["sample"]).to_numpy(dtype=str)
+    hashes = _copy_hashes(cells)
+    calibrations: dict[str, dict] = {}
+
+    def run_fold(fold: Fold) -> tuple[list[dict], pd.DataFrame, list[str] | None]:
+        fold_x, fits = features, None
+        if fold_features is not None:
+            fold_x, fits = fold_features(fold, cells)
+        model = make_classifier(classifier, seed=seed, n_jobs=policy.library_threads)
+        model.fit(fold_x[fold.train], labels[fold.train])
+        sensitive_column = list(model.classes_).index(1)
+        prob = model.predict_proba(fold_x[fold.test])[:, sensitive_column]
+        train = fold.train
+        calibration = fit_calibration(
+            lambda: make_classifier(classifier, seed=seed, n_jobs=policy.library_threads),
+            fold_x[train],
+            labels[train],
+            samples[train],
+            datasets[train],
+            hashes[train],
+            seed=seed,
+        )
+        calibrations[fold.name] = {
+            k: v for k, v in calibration.summary().items() if k != "reliability"
+        }
+        fold_results, fold_predictions = score_fold(
+            run_id,
+            fold,
+            labels[fold.test],
+            prob,
+            datasets[fold.test],
+            cell_index[fold.test],
+            calibrated=calibration.apply(prob),
+            not_calibrated=calibration.note if calibration.calibrator is None else None,
+        )
+        return fold_results, fold_predictions, fits
+
     with progress_bar(show_progress, len(plan.folds), title, unit="folds") as advance:
-        for fold in plan.folds:
-            if fold_features is not None:
-                features, fold_fits[fold.name] = fold_features(fold, cells)
-            model = make_classifier(classifier, seed=seed, n_jobs=os.cpu_count() or 1)
-            model.fit(features[fold.train], labels[fold.train])
-            sensitive_column = list(model.classes_).index(1)
-            prob = model.predict_proba(features[fold.test])[:, sensitive_column]
-            fold_results, fold_predictions = score_fold(
-                run_id,
-                fold,
-                labels[fold.test],
-                prob,
-                datasets[fold.test],
-                cells["cell_index"].to_numpy()[fold.test],
-            )
-            results += fold_results
-            predictions.append(fold_predictions)
-            advance(1)
-    params = {"n_folds": n_folds, "shots": shots, **plan.params}
+        outcomes = map_folds(policy, run_fold, plan.folds, advance)
+    for fold, (fold_results, fold_predictions, fits) in zip(plan.folds, outcomes, strict=True):
+        results += fold_results
+        predictions.append(fold_predictions)
+        if fits is not None:
+            fold_fits[fold.name] = fits
+    params = {"n_folds": n_folds, "shots": shots, **plan.params, "threads": policy.record()}
+    params["calibration"] = {fold.name: calibrations[fold.name] for fold in plan.folds}
     if fold_features is not None:
         params |= {"embedding_key": embedding, "fold_fits": fold_fits}
     identity = RunIdentity(
@@ -337,12 +393,20 @@ def score_fold(
     prob: np.ndarray,
     datasets: np.ndarray,
     cell_index: np.ndarray,
+    *,
+    calibrated: np.ndarray | None = None,
+    not_calibrated: str | None = None,
 ) -> tuple[list[dict], pd.DataFrame]:
-    """A fold's metrics (pooled, and per data set) and its held-out predictions."""
-    results = _metric_rows(run_id, fold, "pooled", None, y, prob)
+    """A fold's metrics (pooled, and per data set) and its held-out predictions; with
+    `calibrated` (the held-out cells' probabilities after the fold's calibrator) also
+    their ece_calibrated and brier_calibrated, and `prob_calibrated` per cell."""
+    results = _metric_rows(run_id, fold, "pooled", None, y, prob, calibrated, not_calibrated)
     for dataset_id in np.unique(datasets):
         mask = datasets == dataset_id
-        results += _metric_rows(run_id, fold, "dataset", str(dataset_id), y[mask], prob[mask])
+        mine = None if calibrated is None else calibrated[mask]
+        results += _metric_rows(
+            run_id, fold, "dataset", str(dataset_id), y[mask], prob[mask], mine, not_calibrated
+        )
     predictions = pd.DataFrame(
         {
             "run_id": run_id,
@@ -352,6 +416,9 @@ def score_fold(
             "label": y,
             "prob_sensitive": prob.astype(np.float32),
             "predicted": (prob >= 0.5).astype(np.int8),
+            "prob_calibrated": (
+                np.full(len(y), np.nan) if calibrated is None else calibrated
+            ).astype(np.float32),
         }
     )
     return results, predictions

@@ -1,4 +1,5 @@
-"""The scDrugMap classification head as a numpy MLP, so the CPU stage needs no torch.
+"""The scDrugMap classification head: an MLP trained in torch where it is installed
+(CPU or GPU, `mlp_torch.py`), in numpy otherwise, so the CPU stage needs no torch.
 
 input -> 512 -> ReLU -> 512 -> ReLU -> 2 logits, softmax cross-entropy, AdamW
 with torch's update rule (decoupled weight decay on every parameter), He
@@ -15,11 +16,19 @@ which leave the network near its random initialisation (on the SCAD tables
 0.08-0.19 mean AUROC below logistic regression, and a different score for the
 same cells with inverted labels). `min_steps` extends such runs; on large data
 sets ten epochs are already hundreds of steps and training is unchanged.
+
+Both trainers start from the same seeded weights and see the same batches in the same
+order; only the steps differ (float rounding), and a fitted model is the same arrays
+either way, predicted with numpy and saved as one safetensors file. torch is the
+default because it is faster per step (benchmarks/mlp_backends.py); `backend="numpy"`
+repeats a fit made before the torch trainer existed bit for bit.
 """
 
 from __future__ import annotations
 
 import math
+from importlib.util import find_spec
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -30,6 +39,8 @@ from scdrugmap.classify.labels import check_training_labels
 from scdrugmap.errors import InputError
 
 _LAYERS = ("fc1", "fc2", "fc3")
+# "auto": torch where it is installed, numpy otherwise.
+BACKENDS = ("auto", "torch", "numpy")
 _PREDICT_CHUNK = 65536
 
 
@@ -77,6 +88,99 @@ def _loss(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
     return float(-(weights * picked).sum() / weights.sum())
 
 
+class Batches(NamedTuple):
+    """Standardised features, labels and sample weights of one side of the fit."""
+
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+
+
+def _gradients(
+    params: dict[str, np.ndarray], x: np.ndarray, labels: np.ndarray, weights: np.ndarray
+) -> tuple[float, dict[str, np.ndarray]]:
+    a1, a2, logits = _forward(params, x)
+    log_prob = _log_softmax(logits)
+    total = weights.sum()
+    loss = float(-(weights * log_prob[np.arange(labels.size), labels]).sum() / total)
+    g3 = np.exp(log_prob)
+    g3[np.arange(labels.size), labels] -= 1
+    g3 *= (weights / total)[:, None]
+    g2 = (g3 @ params["fc3.weight"]) * (a2 > 0)
+    g1 = (g2 @ params["fc2.weight"]) * (a1 > 0)
+    grads = {
+        "fc3.weight": g3.T @ a2,
+        "fc3.bias": g3.sum(axis=0),
+        "fc2.weight": g2.T @ a1,
+        "fc2.bias": g2.sum(axis=0),
+        "fc1.weight": g1.T @ x,
+        "fc1.bias": g1.sum(axis=0),
+    }
+    return loss, grads
+
+
+class Trainer(Protocol):
+    """What the epoch loop needs of a backend: steps, the validation loss, the weights."""
+
+    def step(self, batch: np.ndarray) -> float: ...
+
+    def validation_loss(self) -> float: ...
+
+    def weights(self) -> dict[str, np.ndarray]: ...
+
+
+class NumpyTrainer:
+    """AdamW steps on the numpy network: hand-written backward pass, torch's update rule."""
+
+    def __init__(
+        self,
+        params: dict[str, np.ndarray],
+        train: Batches,
+        val: Batches,
+        *,
+        learning_rate: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+    ) -> None:
+        self.params = params
+        self.train, self.val = train, val
+        self.moment1 = {k: np.zeros_like(v) for k, v in params.items()}
+        self.moment2 = {k: np.zeros_like(v) for k, v in params.items()}
+        self.betas = betas
+        self.lr, self.eps = np.float32(learning_rate), np.float32(eps)
+        self.decay = np.float32(1 - learning_rate * weight_decay)
+        self.steps = 0
+
+    def step(self, batch: np.ndarray) -> float:
+        """One update on the training rows `batch`; the batch's loss before it."""
+        loss, grads = _gradients(
+            self.params, self.train.x[batch], self.train.y[batch], self.train.w[batch]
+        )
+        beta1, beta2 = self.betas
+        self.steps += 1
+        correction1 = np.float32(1 - beta1**self.steps)
+        correction2 = np.float32(math.sqrt(1 - beta2**self.steps))
+        params, moment1, moment2 = self.params, self.moment1, self.moment2
+        for key, grad in grads.items():
+            moment1[key] = np.float32(beta1) * moment1[key] + np.float32(1 - beta1) * grad
+            moment2[key] = np.float32(beta2) * moment2[key] + np.float32(1 - beta2) * (grad * grad)
+            denom = np.sqrt(moment2[key]) / correction2 + self.eps
+            params[key] = params[key] * self.decay - (self.lr / correction1) * moment1[key] / denom
+        return loss
+
+    def validation_loss(self) -> float:
+        return _loss(_forward(self.params, self.val.x)[2], self.val.y, self.val.w)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.params.items()}
+
+
+def torch_installed() -> bool:
+    """Whether the torch trainer can run, found without importing torch (seconds)."""
+    return find_spec("torch") is not None
+
+
 class MLPHeadClassifier(ClassifierMixin, BaseEstimator):
     """Two hidden ReLU layers and a softmax over (resistant, sensitive).
 
@@ -103,6 +207,9 @@ class MLPHeadClassifier(ClassifierMixin, BaseEstimator):
     already runs hundreds of steps in its first epochs (14,000 cells: 99 steps an
     epoch), so there `min_steps` only keeps the first three epochs from being chosen
     or ending the run; measured there, the same epochs, weights and time as before.
+
+    `backend` trains in "torch" or "numpy" ("auto": torch where installed); `device` is
+    torch's ("auto": a GPU where there is one). Neither changes the saved form.
     """
 
     def __init__(
@@ -119,6 +226,8 @@ class MLPHeadClassifier(ClassifierMixin, BaseEstimator):
         patience: int = 3,
         class_weight: str | None = None,
         random_state: int = 0,
+        backend: str = "auto",
+        device: str = "auto",
     ) -> None:
         self.hidden_size = hidden_size
         self.learning_rate = learning_rate
@@ -132,6 +241,8 @@ class MLPHeadClassifier(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.class_weight = class_weight
         self.random_state = random_state
+        self.backend = backend
+        self.device = device
 
     def _init_params(self, n_in: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         shapes = {"fc1": (self.hidden_size, n_in), "fc2": (self.hidden_size, self.hidden_size)}
@@ -155,29 +266,6 @@ class MLPHeadClassifier(ClassifierMixin, BaseEstimator):
         per_class = np.where(counts > 0, labels.size / (2 * np.maximum(counts, 1)), 0.0)
         return per_class[labels].astype(np.float32)
 
-    @staticmethod
-    def _gradients(
-        params: dict[str, np.ndarray], x: np.ndarray, labels: np.ndarray, weights: np.ndarray
-    ) -> tuple[float, dict[str, np.ndarray]]:
-        a1, a2, logits = _forward(params, x)
-        log_prob = _log_softmax(logits)
-        total = weights.sum()
-        loss = float(-(weights * log_prob[np.arange(labels.size), labels]).sum() / total)
-        g3 = np.exp(log_prob)
-        g3[np.arange(labels.size), labels] -= 1
-        g3 *= (weights / total)[:, None]
-        g2 = (g3 @ params["fc3.weight"]) * (a2 > 0)
-        g1 = (g2 @ params["fc2.weight"]) * (a1 > 0)
-        grads = {
-            "fc3.weight": g3.T @ a2,
-            "fc3.bias": g3.sum(axis=0),
-            "fc2.weight": g2.T @ a1,
-            "fc2.bias": g2.sum(axis=0),
-            "fc1.weight": g1.T @ x,
-            "fc1.bias": g1.sum(axis=0),
-        }
-        return loss, grads
-
     def _n_epochs(self, n_train: int) -> int:
         """Epochs to run: `max_epochs`, or more when that is under `min_steps` steps."""
         if self.min_steps < 0:
@@ -186,13 +274,43 @@ class MLPHeadClassifier(ClassifierMixin, BaseEstimator):
         return max(self.max_epochs, math.ceil(self.min_steps / steps_per_epoch))
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> MLPHeadClassifier:
-        """Train on one BLAS thread: a batch is 128 x 512, too small for threads to pay,
-        and on a busy machine they spin against each other (a 300-step fit of a SCAD
-        table: 11 s with the default threads on 2 loaded cores, 1.2 s with one)."""
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit(X, y)
+        """Train on one thread: a batch is 128 x 512, too small for threads to pay, and on
+        a busy machine they spin against each other (a 300-step fit of a SCAD table: 11 s
+        with the default threads on 2 loaded cores, 1.2 s with one)."""
+        backend = self._backend()
+        if backend == "numpy":
+            with threadpool_limits(limits=1, user_api="blas"):
+                return self._fit(X, y, backend)
+        from scdrugmap.classify.mlp_torch import one_torch_thread
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> MLPHeadClassifier:
+        with one_torch_thread():
+            return self._fit(X, y, backend)
+
+    def _backend(self) -> str:
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend != "auto":
+            if self.backend == "torch" and not torch_installed():
+                raise InputError("backend 'torch' needs torch: pip install torch")
+            return self.backend
+        return "torch" if torch_installed() else "numpy"
+
+    def _trainer(
+        self, backend: str, params: dict[str, np.ndarray], train: Batches, val: Batches
+    ) -> Trainer:
+        settings = {
+            "learning_rate": self.learning_rate,
+            "betas": self.betas,
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+        }
+        if backend == "numpy":
+            return NumpyTrainer(params, train, val, **settings)
+        from scdrugmap.classify.mlp_torch import TorchTrainer
+
+        return TorchTrainer(params, train, val, **settings, device=self.device)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, backend: str) -> MLPHeadClassifier:
         features = _features(X)
         labels = check_training_labels(y).astype(np.int64)
         if features.shape[0] != labels.size:
@@ -203,60 +321,45 @@ class MLPHeadClassifier(ClassifierMixin, BaseEstimator):
         self.input_mean_ = features[train].mean(axis=0)
         scale = features[train].std(axis=0)
         self.input_scale_ = np.where(scale > 0, scale, 1).astype(np.float32)
-        x_train = self._standardise(features[train])
-        x_val = self._standardise(features[val])
         y_train, y_val = labels[train], labels[val]
-        w_train, w_val = self._sample_weights(y_train), self._sample_weights(y_val)
-
-        params = self._init_params(features.shape[1], rng)
-        moment1 = {k: np.zeros_like(v) for k, v in params.items()}
-        moment2 = {k: np.zeros_like(v) for k, v in params.items()}
-        beta1, beta2 = self.betas
-        lr, eps = np.float32(self.learning_rate), np.float32(self.eps)
-        decay = np.float32(1 - self.learning_rate * self.weight_decay)
+        trainer = self._trainer(
+            backend,
+            self._init_params(features.shape[1], rng),
+            Batches(self._standardise(features[train]), y_train, self._sample_weights(y_train)),
+            Batches(self._standardise(features[val]), y_val, self._sample_weights(y_val)),
+        )
         step = 0
         history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
-        best_loss, best_params, best_epoch, stale = math.inf, params, 0, 0
+        best_loss, best_params, best_epoch, stale = math.inf, None, 0, 0
         for epoch in range(self._n_epochs(train.size)):
             order = rng.permutation(train.size)
             seen_loss = 0.0
             for start in range(0, order.size, self.batch_size):
                 batch = order[start : start + self.batch_size]
-                loss, grads = self._gradients(
-                    params, x_train[batch], y_train[batch], w_train[batch]
-                )
-                seen_loss += loss * batch.size
+                seen_loss += trainer.step(batch) * batch.size
                 step += 1
-                correction1 = np.float32(1 - beta1**step)
-                correction2 = np.float32(math.sqrt(1 - beta2**step))
-                for key, grad in grads.items():
-                    moment1[key] = np.float32(beta1) * moment1[key] + np.float32(1 - beta1) * grad
-                    moment2[key] = np.float32(beta2) * moment2[key] + np.float32(1 - beta2) * (
-                        grad * grad
-                    )
-                    denom = np.sqrt(moment2[key]) / correction2 + eps
-                    params[key] = params[key] * decay - (lr / correction1) * moment1[key] / denom
             history["train_loss"].append(seen_loss / train.size)
             if val.size == 0:
                 history["val_loss"].append(math.nan)
-                best_params, best_epoch = params, epoch
+                best_epoch = epoch
                 continue
-            val_loss = _loss(_forward(params, x_val)[2], y_val, w_val)
+            val_loss = trainer.validation_loss()
             history["val_loss"].append(val_loss)
             if step < self.min_steps:
                 continue  # still warming up: the validation slice neither keeps nor stops
             if val_loss < best_loss:
                 best_loss, best_epoch, stale = val_loss, epoch, 0
-                best_params = {k: v.copy() for k, v in params.items()}
+                best_params = trainer.weights()
             else:
                 stale += 1
                 if stale >= self.patience:
                     break
-        self.params_ = best_params
+        self.params_ = trainer.weights() if best_params is None else best_params
         self.best_epoch_ = best_epoch
         self.n_epochs_run_ = len(history["train_loss"])
         self.n_steps_run_ = step
         self.history_ = history
+        self.backend_ = backend
         self.classes_ = np.array([0, 1], dtype=np.int64)
         self.n_features_in_ = features.shape[1]
         return self

@@ -25,7 +25,10 @@ def evaluate(
     """Cross-validate a classifier on a stored embedding; results go to the catalog.
 
     `control="shuffled"`: the same folds with labels permuted within each data set, kept
-    beside the real run as its control (near AUROC 0.5 when nothing leaks)."""
+    beside the real run as its control (near AUROC 0.5 when nothing leaks).
+
+    Folds fit in parallel, one library thread each (`classify/threads.py`: never folds
+    and library threads at once); the run's params keep the policy under "threads"."""
     store.require()
     return cross_validate(
         store,
