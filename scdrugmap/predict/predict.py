@@ -12,6 +12,7 @@ removed again, so a bad file leaves the store as it was.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,7 +217,9 @@ def predict_files(
     record, model = load_predictor(store, predictor)
     calibrator = load_calibration(store, predictor)
     embedder = embedder_as_trained(store, record, checkpoint, device, options or {})
-    dataset_id = check_key(dataset_id or f"{predictor}-{utc_now():%Y%m%d-%H%M%S}", "data set id")
+    # A random tail: two uploads in the same second must not collide.
+    default_id = f"{predictor}-{utc_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    dataset_id = check_key(dataset_id or default_id, "data set id")
     # A baseline fitted on normalised values (a SCAD table) reads uploads of that kind.
     values = getattr(embedder, "value_type", None) or "counts"
     reading = IngestOptions(
