@@ -133,18 +133,9 @@ def _plain_estimator(name: str, n_jobs: int | None):
         return make_pipeline(StandardScaler(), knn)
     from lightgbm import LGBMClassifier
 
-    return LGBMClassifier(
-        n_estimators=200,
-        learning_rate=0.05,
-        num_leaves=31,
-        max_bin=63,
-        colsample_bytree=0.5,
-        deterministic=True,
-        force_col_wise=True,
-        random_state=0,
-        n_jobs=n_jobs,
-        verbose=-1,
-    )
+    from scdrugmap.classify.classifiers import LIGHTGBM_PARAMS
+
+    return LGBMClassifier(**LIGHTGBM_PARAMS, random_state=0, n_jobs=n_jobs)
 
 
 def _fit_predict(
